@@ -1,0 +1,162 @@
+"""The NATS connection of a Docket and the JetStream assets it needs.
+
+Resolves the docket URL (none → the embedded server, memory://NAME → an ephemeral
+one, nats://... or a list → a real deployment), connects with unlimited
+reconnection, and creates or updates the streams idempotently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+from nats.js import JetStreamContext, api
+from nats.js.errors import NotFoundError
+
+from .embedded import acquire_local_server, needs_local_server, release_local_server
+from .subjects import Names
+
+logger = logging.getLogger("docket_nats.connection")
+
+# Dead letters stay for a week: long enough for someone to look, bounded on disk.
+DEAD_LETTER_MAX_AGE = 7 * 24 * 3600.0
+
+DocketURL = str | Sequence[str] | None
+
+
+def work_stream_config(names: Names, replicas: int) -> api.StreamConfig:
+    return api.StreamConfig(
+        name=names.stream,
+        subjects=[f"{names.prefix}.sched.>", f"{names.prefix}.run.>"],
+        retention=api.RetentionPolicy.WORK_QUEUE,
+        storage=api.StorageType.FILE,
+        num_replicas=replicas,
+        allow_msg_schedules=True,
+        allow_msg_ttl=True,
+        allow_rollup_hdrs=True,
+        deny_delete=False,
+        deny_purge=False,
+    )
+
+
+def dead_stream_config(names: Names, replicas: int) -> api.StreamConfig:
+    return api.StreamConfig(
+        name=names.dead_stream,
+        subjects=[names.dead_filter],
+        retention=api.RetentionPolicy.LIMITS,
+        storage=api.StorageType.FILE,
+        num_replicas=replicas,
+        max_age=DEAD_LETTER_MAX_AGE,
+    )
+
+
+async def ensure_stream(js: JetStreamContext, config: api.StreamConfig) -> None:
+    assert config.name is not None
+    try:
+        await js.stream_info(config.name)
+    except NotFoundError:
+        try:
+            await js.add_stream(config)
+        except nats.js.errors.BadRequestError:
+            # Another process created it between our look and our create.
+            await js.stream_info(config.name)
+
+
+@dataclass
+class Connection:
+    """One NATS connection (shared by a Docket and the Workers built on it)."""
+
+    url: DocketURL
+    options: Mapping[str, Any] = field(default_factory=dict[str, Any])
+    client: Client | None = None
+    resolved: list[str] = field(default_factory=list[str])
+    _reconnect_listeners: list[Callable[[], None]] = field(default_factory=list[Callable[[], None]])
+    _local: bool = False
+
+    @property
+    def nc(self) -> Client:
+        if self.client is None:
+            raise RuntimeError("the Docket is not connected: use `async with Docket(...)`")
+        return self.client
+
+    @property
+    def js(self) -> JetStreamContext:
+        return self.nc.jetstream(timeout=self.options.get("request_timeout", 10.0))
+
+    def on_reconnect(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call `listener` after every reconnection; returns a function that unsubscribes."""
+        self._reconnect_listeners.append(listener)
+        return lambda: self._reconnect_listeners.remove(listener)
+
+    async def open(self, client_name: str) -> None:
+        if isinstance(self.url, str) or self.url is None:
+            single = self.url
+            if needs_local_server(single):
+                self._local = True
+                self.resolved = [await acquire_local_server(single)]
+            else:
+                assert single is not None
+                self.resolved = [part.strip() for part in single.split(",") if part.strip()]
+        else:
+            self.resolved = list(self.url)
+
+        async def reconnected() -> None:
+            logger.info("reconnected to NATS at %s", self.nc.connected_url)
+            for listener in list(self._reconnect_listeners):
+                listener()
+
+        async def disconnected() -> None:
+            if self.client is not None:  # not our own close()
+                logger.warning("disconnected from NATS; reconnecting")
+
+        async def error(exception: Exception) -> None:
+            logger.warning("NATS connection error: %s", exception)
+
+        options: dict[str, Any] = {
+            "name": client_name,
+            "max_reconnect_attempts": -1,
+            "reconnect_time_wait": 0.5,
+            "allow_reconnect": True,
+            "connect_timeout": 5,
+            # Tasks must not be lost while reconnecting: buffer publishes.
+            "pending_size": 64 * 1024 * 1024,
+        }
+        options.update({k: v for k, v in self.options.items() if k != "request_timeout"})
+        try:
+            self.client = await nats.connect(
+                servers=self.resolved,
+                reconnected_cb=reconnected,
+                disconnected_cb=disconnected,
+                error_cb=error,
+                **options,
+            )
+        except BaseException:
+            await self._release_local()
+            raise
+
+    async def ensure_streams(self, names: Names, replicas: int) -> None:
+        js = self.js
+        await asyncio.gather(
+            ensure_stream(js, work_stream_config(names, replicas)),
+            ensure_stream(js, dead_stream_config(names, replicas)),
+        )
+
+    async def close(self) -> None:
+        client, self.client = self.client, None
+        if client is not None and not client.is_closed:
+            try:
+                await client.drain()
+            except Exception:  # closing is best effort: the server may be gone
+                await client.close()
+        await self._release_local()
+
+    async def _release_local(self) -> None:
+        if self._local:
+            self._local = False
+            assert self.url is None or isinstance(self.url, str)
+            await release_local_server(self.url)

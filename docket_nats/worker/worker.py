@@ -1,0 +1,239 @@
+"""Worker: runs a docket's tasks (docket's API), as a set of supervised actors.
+
+    puller ──messages──▶ executor ──tasks──▶ ack / dead letter
+    lease keeper (in-progress for held messages) · cancel listener
+
+The worker shares its Docket's NATS connection. All workers of a docket bind the
+same durable pull consumer, so each task goes to exactly one of them at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import Mapping
+from datetime import timedelta
+from types import TracebackType
+from typing import Any, Self
+
+from nats.js import api
+
+from ..docket import Docket
+from ..execution import Execution, TaskFunction
+from .actors import Supervisor
+from .cancellations import CancelListener
+from .executor import Executor
+from .leases import LeaseKeeper
+from .puller import Puller
+from .slots import Slots
+
+logger = logging.getLogger("docket_nats.worker")
+
+# Upper bound on messages delivered and not yet acked, across all workers.
+MAX_ACK_PENDING = 100_000
+
+
+class Worker:
+    """Runs tasks from a docket.
+
+    Args:
+        docket: The docket whose tasks to run (its connection is shared).
+        name: This worker's name (default: host#pid).
+        concurrency: Tasks run at once.
+        redelivery_timeout: How long a task of a worker that died waits before
+            another worker runs it. A live worker's tasks are never redelivered,
+            however long they run.
+        shutdown_grace: On stop, how long running tasks get to finish before
+            they are cancelled and handed back to other workers.
+        fallback_task: Runs for task names this worker does not know; without
+            one, such tasks are parked as dead letters.
+        reconnection_delay, minimum_check_interval, scheduling_resolution,
+        schedule_automatic_tasks, enable_internal_instrumentation: accepted for
+            docket compatibility; NATS pushes work, so there is no polling to tune
+            (`minimum_check_interval` paces `run_until_finished`'s emptiness check).
+    """
+
+    def __init__(
+        self,
+        docket: Docket,
+        name: str | None = None,
+        concurrency: int = 10,
+        redelivery_timeout: timedelta = timedelta(minutes=5),
+        reconnection_delay: timedelta = timedelta(seconds=5),
+        minimum_check_interval: timedelta = timedelta(milliseconds=250),
+        scheduling_resolution: timedelta = timedelta(milliseconds=250),
+        schedule_automatic_tasks: bool = True,
+        enable_internal_instrumentation: bool = False,
+        fallback_task: TaskFunction | None = None,
+        dependencies: Mapping[str, Any] | None = None,
+        message_batch: int = 0,
+        *,
+        shutdown_grace: timedelta = timedelta(seconds=30),
+    ) -> None:
+        self.docket = docket
+        self.name = name or f"{socket.gethostname()}#{os.getpid()}"
+        self.concurrency = concurrency
+        self.redelivery_timeout = redelivery_timeout
+        self.reconnection_delay = reconnection_delay
+        self.minimum_check_interval = minimum_check_interval
+        self.scheduling_resolution = scheduling_resolution
+        self.schedule_automatic_tasks = schedule_automatic_tasks
+        self.enable_internal_instrumentation = enable_internal_instrumentation
+        self.fallback_task = fallback_task
+        self.dependencies = dict(dependencies or {})
+        self.message_batch = message_batch
+        self.shutdown_grace = shutdown_grace
+        self.slots = Slots(concurrency)
+        self._supervisor = Supervisor(f"worker {self.name}")
+        self._execution_counts: dict[str, int] = {}
+        self._stopping = asyncio.Event()
+        self._puller: Puller | None = None
+        self._executor: Executor | None = None
+        self._forget_reconnect: Any = None
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self._ensure_consumer()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self._stop_actors()
+
+    async def _ensure_consumer(self) -> None:
+        names = self.docket.names
+        config = api.ConsumerConfig(
+            name=names.consumer,
+            durable_name=names.consumer,
+            filter_subject=names.run_filter,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            deliver_policy=api.DeliverPolicy.ALL,
+            ack_wait=self.redelivery_timeout.total_seconds(),
+            max_deliver=-1,
+            max_ack_pending=MAX_ACK_PENDING,
+            max_waiting=4096,
+            num_replicas=self.docket.replicas,
+        )
+        await self.docket.connection.js.add_consumer(names.stream, config)
+
+    def _start_actors(self) -> None:
+        if self._executor is not None:
+            return
+        self._stopping.clear()
+        connection = self.docket.connection
+        executor = Executor(
+            self.docket, self.name, self.slots, self.fallback_task, self._count_execution
+        )
+        puller = Puller(
+            connection.nc,
+            self.docket.names.stream,
+            self.docket.names.consumer,
+            self.slots,
+            deliver=executor.deliver,
+            refuse=self._hand_back,
+        )
+        self._executor, self._puller = executor, puller
+        self._forget_reconnect = connection.on_reconnect(puller.connection_reset)
+        self._supervisor.start(executor)
+        self._supervisor.start(puller)
+        self._supervisor.start(
+            LeaseKeeper(
+                lambda: [entry.message for entry in executor.running.values()],
+                self.redelivery_timeout.total_seconds(),
+            )
+        )
+        self._supervisor.start(CancelListener(connection.nc, self.docket.names, executor.cancel_key))
+
+    def _hand_back(self, message: Any) -> None:
+        asyncio.ensure_future(message.nak())
+
+    async def _stop_actors(self) -> None:
+        """Stop pulling, let running tasks finish within the grace, hand back the rest."""
+        executor, puller = self._executor, self._puller
+        if executor is None or puller is None:
+            return
+        puller.stop_pulling()
+        running = [entry.task for entry in executor.running.values() if entry.task]
+        if running:
+            logger.info(
+                "worker %s stopping: waiting up to %s for %d running tasks",
+                self.name,
+                self.shutdown_grace,
+                len(running),
+            )
+            _, unfinished = await asyncio.wait(
+                running, timeout=self.shutdown_grace.total_seconds()
+            )
+            if unfinished:
+                logger.warning("handing %d unfinished tasks back", len(unfinished))
+                executor.shutting_down = True
+                for task in unfinished:
+                    task.cancel()
+                await asyncio.gather(*unfinished, return_exceptions=True)
+        # Messages still waiting in the mailbox were never started: hand them back.
+        while not executor.mailbox.empty():
+            await executor.mailbox.get_nowait().nak()
+        await self._supervisor.stop()
+        executor.shutdown_threads()
+        if self._forget_reconnect is not None:
+            self._forget_reconnect()
+        self._executor = self._puller = None
+
+    def stop(self) -> None:
+        """Ask a running `run_*` to return (graceful; safe from a signal handler)."""
+        self._stopping.set()
+
+    # -- running ---------------------------------------------------------------
+
+    async def run_forever(self) -> None:
+        """Run tasks until `stop()` (or cancellation)."""
+        self._start_actors()
+        try:
+            await self._stopping.wait()
+        finally:
+            await self._stop_actors()
+
+    async def run_until_finished(self) -> None:
+        """Run until nothing is scheduled, queued or running on the docket."""
+        self._start_actors()
+        try:
+            while not self._stopping.is_set():
+                if self.slots.held == 0 and await self._docket_is_empty():
+                    return
+                try:
+                    async with asyncio.timeout(self.minimum_check_interval.total_seconds()):
+                        await self._stopping.wait()
+                except TimeoutError:
+                    pass
+        finally:
+            await self._stop_actors()
+
+    async def run_at_most(self, iterations_by_key: Mapping[str, int]) -> None:
+        """`run_until_finished`, running each of these keys at most so many times."""
+        self._execution_counts = {key: 0 for key in iterations_by_key}
+
+        def reached(execution: Execution) -> bool:
+            limit = iterations_by_key.get(execution.key)
+            return limit is not None and self._execution_counts[execution.key] >= limit
+
+        self.docket.strike_list.add_condition(reached)
+        try:
+            await self.run_until_finished()
+        finally:
+            self.docket.strike_list.remove_condition(reached)
+            self._execution_counts = {}
+
+    def _count_execution(self, execution: Execution) -> None:
+        if execution.key in self._execution_counts:
+            self._execution_counts[execution.key] += 1
+
+    async def _docket_is_empty(self) -> bool:
+        info = await self.docket.connection.js.stream_info(self.docket.names.stream)
+        return info.state.messages == 0
