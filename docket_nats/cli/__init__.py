@@ -1,0 +1,38 @@
+"""The `docket-nats` command.
+
+Each group of subcommands lives in its own module with a `register(subparsers)`
+function; this module only assembles them and runs the chosen one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from . import common, server, worker
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="docket-nats",
+        description="Distributed background tasks on NATS JetStream (docket's API).",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (worker, server):
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    arguments = parser.parse_args(argv)
+    common.configure_logging(arguments)
+    try:
+        return asyncio.run(arguments.handler(arguments)) or 0
+    except KeyboardInterrupt:
+        return 130
+    except common.CommandError as error:
+        print(f"docket-nats: {error}", file=sys.stderr)
+        return 2
