@@ -14,17 +14,21 @@ import logging
 import os
 import socket
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
+from nats.aio.msg import Msg
 from nats.js import api
 
 from ..docket import Docket
 from ..execution import Execution, TaskFunction
+from ..heartbeats import Heartbeat, heartbeat_bucket
+from ..subjects import encode_key
 from .actors import Supervisor
 from .cancellations import CancelListener
 from .executor import Executor
+from .heartbeat import HeartbeatSender
 from .leases import LeaseKeeper
 from .puller import Puller
 from .slots import Slots
@@ -92,11 +96,14 @@ class Worker:
         self._puller: Puller | None = None
         self._executor: Executor | None = None
         self._forget_reconnect: Any = None
+        self._started_at = datetime.now(UTC)
 
     # -- lifecycle -------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
         await self._ensure_consumer()
+        await heartbeat_bucket(self.docket.connection.js, self.docket.names, self.docket.replicas)
+        self._started_at = datetime.now(UTC)
         return self
 
     async def __aexit__(
@@ -121,7 +128,7 @@ class Worker:
             max_waiting=4096,
             num_replicas=self.docket.replicas,
         )
-        await self.docket.connection.js.add_consumer(names.stream, config)
+        await self.docket.connection.js.add_consumer(names.stream, config)  # pyright: ignore[reportUnknownMemberType]
 
     def _start_actors(self) -> None:
         if self._executor is not None:
@@ -137,7 +144,7 @@ class Worker:
             self.docket.names.consumer,
             self.slots,
             deliver=executor.deliver,
-            refuse=self._hand_back,
+            refuse=_hand_back,
         )
         self._executor, self._puller = executor, puller
         self._forget_reconnect = connection.on_reconnect(puller.connection_reset)
@@ -149,10 +156,29 @@ class Worker:
                 self.redelivery_timeout.total_seconds(),
             )
         )
-        self._supervisor.start(CancelListener(connection.nc, self.docket.names, executor.cancel_key))
+        self._supervisor.start(
+            CancelListener(connection.nc, self.docket.names, executor.cancel_key)
+        )
+        interval = self.docket.heartbeat_interval.total_seconds()
+        self._supervisor.start(
+            HeartbeatSender(
+                connection.js,
+                self.docket.names,
+                self._heartbeat,
+                interval,
+                ttl=interval * self.docket.missed_heartbeats,
+            )
+        )
 
-    def _hand_back(self, message: Any) -> None:
-        asyncio.ensure_future(message.nak())
+    def _heartbeat(self) -> Heartbeat:
+        return Heartbeat(
+            name=self.name,
+            last_seen=datetime.now(UTC),
+            started=self._started_at,
+            concurrency=self.concurrency,
+            running=self.slots.held,
+            tasks=sorted(self.docket.tasks),
+        )
 
     async def _stop_actors(self) -> None:
         """Stop pulling, let running tasks finish within the grace, hand back the rest."""
@@ -168,9 +194,7 @@ class Worker:
                 self.shutdown_grace,
                 len(running),
             )
-            _, unfinished = await asyncio.wait(
-                running, timeout=self.shutdown_grace.total_seconds()
-            )
+            _, unfinished = await asyncio.wait(running, timeout=self.shutdown_grace.total_seconds())
             if unfinished:
                 logger.warning("handing %d unfinished tasks back", len(unfinished))
                 executor.shutting_down = True
@@ -181,10 +205,22 @@ class Worker:
         while not executor.mailbox.empty():
             await executor.mailbox.get_nowait().nak()
         await self._supervisor.stop()
+        await self._forget_heartbeat()
         executor.shutdown_threads()
         if self._forget_reconnect is not None:
             self._forget_reconnect()
         self._executor = self._puller = None
+
+    async def _forget_heartbeat(self) -> None:
+        """A worker that stops cleanly leaves the live list at once, not after its TTL."""
+        try:
+            # A stream purge leaves no tombstone behind (a KV delete would, per worker).
+            bucket = self.docket.names.bucket("workers")
+            await self.docket.connection.js.purge_stream(
+                f"KV_{bucket}", subject=f"$KV.{bucket}.{encode_key(self.name)}"
+            )
+        except Exception as error:  # the server may be gone; the TTL cleans up
+            logger.debug("could not remove heartbeat: %s", error)
 
     def stop(self) -> None:
         """Ask a running `run_*` to return (graceful; safe from a signal handler)."""
@@ -237,3 +273,8 @@ class Worker:
     async def _docket_is_empty(self) -> bool:
         info = await self.docket.connection.js.stream_info(self.docket.names.stream)
         return info.state.messages == 0
+
+
+async def _hand_back(message: Msg) -> None:
+    """A message that arrived after the worker began stopping: redeliver it at once."""
+    await message.nak()
