@@ -16,7 +16,7 @@ from typing import Any
 import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext, api
-from nats.js.errors import NotFoundError
+from nats.js.errors import BadRequestError, NotFoundError
 
 from .embedded import acquire_local_server, needs_local_server, release_local_server
 from .subjects import Names
@@ -61,8 +61,8 @@ async def ensure_stream(js: JetStreamContext, config: api.StreamConfig) -> None:
         await js.stream_info(config.name)
     except NotFoundError:
         try:
-            await js.add_stream(config)
-        except nats.js.errors.BadRequestError:
+            await js.add_stream(config)  # pyright: ignore[reportUnknownMemberType]  (nats-py's **params are untyped)
+        except BadRequestError:
             # Another process created it between our look and our create.
             await js.stream_info(config.name)
 
@@ -86,7 +86,8 @@ class Connection:
 
     @property
     def js(self) -> JetStreamContext:
-        return self.nc.jetstream(timeout=self.options.get("request_timeout", 10.0))
+        timeout = float(self.options.get("request_timeout", 10.0))
+        return self.nc.jetstream(timeout=timeout)  # pyright: ignore[reportUnknownMemberType]
 
     def on_reconnect(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call `listener` after every reconnection; returns a function that unsubscribes."""
@@ -128,7 +129,7 @@ class Connection:
         }
         options.update({k: v for k, v in self.options.items() if k != "request_timeout"})
         try:
-            self.client = await nats.connect(
+            self.client = await nats.connect(  # pyright: ignore[reportUnknownMemberType]
                 servers=self.resolved,
                 reconnected_cb=reconnected,
                 disconnected_cb=disconnected,

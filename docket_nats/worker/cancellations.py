@@ -24,7 +24,9 @@ class CancelListener(Actor):
         async def on_cancel(message: Msg) -> None:
             self.cancel(Names.key_of(message.subject))
 
-        subscription = await self.nc.subscribe(self.names.cancel_filter, cb=on_cancel)
+        subscription = await self.nc.subscribe(  # pyright: ignore[reportUnknownMemberType]
+            self.names.cancel_filter, cb=on_cancel
+        )
         try:
             await asyncio.Event().wait()
         finally:

@@ -14,7 +14,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -41,7 +41,7 @@ class Puller(Actor):
         consumer: str,
         slots: Slots,
         deliver: Callable[[Msg], None],
-        refuse: Callable[[Msg], None],
+        refuse: Callable[[Msg], Awaitable[None]],
     ) -> None:
         self.nc = nc
         self.subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
@@ -67,7 +67,9 @@ class Puller(Actor):
         self.slots.changed.set()
 
     async def run(self) -> None:
-        subscription: Subscription = await self.nc.subscribe(self._inbox, cb=self._on_message)
+        subscription: Subscription = await self.nc.subscribe(  # pyright: ignore[reportUnknownMemberType]
+            self._inbox, cb=self._on_message
+        )
         self.requested = 0
         try:
             while True:
@@ -115,7 +117,7 @@ class Puller(Actor):
                 self.slots.take()
                 self.deliver(msg)
             else:
-                self.refuse(msg)
+                await self.refuse(msg)
             return
         if status == "100":  # idle heartbeat (or flow control): the request is alive
             return
