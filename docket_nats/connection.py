@@ -77,6 +77,8 @@ class Connection:
     resolved: list[str] = field(default_factory=list[str])
     _reconnect_listeners: list[Callable[[], None]] = field(default_factory=list[Callable[[], None]])
     _local: bool = False
+    # One JetStream context: publish_async keeps its pending futures on it.
+    _js: JetStreamContext | None = None
 
     @property
     def nc(self) -> Client:
@@ -86,8 +88,26 @@ class Connection:
 
     @property
     def js(self) -> JetStreamContext:
-        timeout = float(self.options.get("request_timeout", 10.0))
-        return self.nc.jetstream(timeout=timeout)  # pyright: ignore[reportUnknownMemberType]
+        if self._js is None:
+            raise RuntimeError("the Docket is not connected: use `async with Docket(...)`")
+        return self._js
+
+    @property
+    def request_timeout(self) -> float:
+        return float(self.options.get("request_timeout", 10.0))
+
+    async def publish(
+        self, subject: str, data: bytes, headers: dict[str, str] | None = None
+    ) -> api.PubAck:
+        """A JetStream publish awaiting its ack, pipelined with concurrent ones.
+
+        `publish_async` shares one reply subscription among all publishes instead of
+        a request each, which doubles the throughput of concurrent adds; the timeout
+        bounds the wait (nats-py's future alone would wait forever).
+        """
+        future = await self.js.publish_async(subject, data, headers=headers)
+        async with asyncio.timeout(self.request_timeout):
+            return await future
 
     def on_reconnect(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call `listener` after every reconnection; returns a function that unsubscribes."""
@@ -139,6 +159,9 @@ class Connection:
         except BaseException:
             await self._release_local()
             raise
+        self._js = self.client.jetstream(  # pyright: ignore[reportUnknownMemberType]
+            timeout=self.request_timeout
+        )
 
     async def ensure_streams(self, names: Names, replicas: int) -> None:
         js = self.js
@@ -149,6 +172,7 @@ class Connection:
 
     async def close(self) -> None:
         client, self.client = self.client, None
+        self._js = None
         if client is not None and not client.is_closed:
             try:
                 await client.drain()

@@ -22,6 +22,7 @@ from nats.js.errors import APIError, NotFoundError
 
 from .connection import Connection, DocketURL
 from .execution import Disposition, Execution, TaskCall, TaskFunction
+from .heartbeats import WorkerInfo, heartbeat_bucket, live_workers
 from .strikes import StrikeList
 from .subjects import Names
 from .wire import DeadLetter, TaskEnvelope, decode_dead_letter, encode_envelope, task_signature
@@ -251,6 +252,17 @@ class Docket:
         await self._purge(key)
         await self.connection.nc.publish(self.names.cancel(key), b"")
 
+    # -- workers ---------------------------------------------------------------
+
+    async def workers(self) -> list[WorkerInfo]:
+        """The workers alive now (their heartbeats have not expired)."""
+        js = self.connection.js
+        return await live_workers(await heartbeat_bucket(js, self.names, self.replicas))
+
+    async def task_workers(self, task_name: str) -> list[WorkerInfo]:
+        """The live workers that can run `task_name`."""
+        return [worker for worker in await self.workers() if task_name in worker.tasks]
+
     # -- dead letters ----------------------------------------------------------
 
     async def dead_letters(self, limit: int | None = None) -> list[DeadLetter]:
@@ -335,14 +347,13 @@ class Docket:
         subject, headers = self._placement(execution)
         headers[EXPECTED_LAST_SUBJECT_SEQUENCE] = "0"
         headers[EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT] = self.names.any_state(execution.key)
-        js = self.connection.js
         # A replace clears the key, then claims it; if another add slips in between,
         # clear again: the last replace wins, as in docket.
         for _ in range(10 if replace else 1):
             if replace:
                 await self._purge(execution.key)
             try:
-                await js.publish(subject, data, headers=headers)
+                await self.connection.publish(subject, data, headers)
             except APIError as error:
                 if error.err_code != WRONG_LAST_SEQUENCE:
                     raise
@@ -404,7 +415,7 @@ class Docket:
         headers[EXPECTED_LAST_SUBJECT_SEQUENCE] = str(message.metadata.sequence.stream)
         headers[EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT] = self.names.any_state(execution.key)
         try:
-            await self.connection.js.publish(subject, self._envelope(successor), headers=headers)
+            await self.connection.publish(subject, self._envelope(successor), headers)
         except APIError as error:
             if error.err_code != WRONG_LAST_SEQUENCE:
                 raise

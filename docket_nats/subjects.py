@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _PLAIN = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+_ALL_PLAIN = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
 def validate_docket_name(name: str) -> str:
@@ -35,7 +36,7 @@ def encode_key(key: str) -> str:
     Letters, digits, '_' and '-' stay as they are (so subjects stay readable);
     every other byte of the UTF-8 form becomes '=XX'.
     """
-    if key and all(character in _PLAIN for character in key):
+    if _ALL_PLAIN.match(key):
         return key
     if not key:
         return "="
