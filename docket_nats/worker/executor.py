@@ -13,6 +13,7 @@ import asyncio
 import inspect
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -66,6 +67,7 @@ class Executor(Actor):
         docket: Docket,
         worker_name: str,
         slots: Slots,
+        concurrency: int,
         fallback_task: TaskFunction | None,
         on_started: Callable[[Execution], None],
     ) -> None:
@@ -75,20 +77,32 @@ class Executor(Actor):
         self.slots = slots
         self.fallback_task = fallback_task
         self.on_started = on_started
-        self.mailbox: asyncio.Queue[Msg] = asyncio.Queue()
+        # Delivered messages wait here (prefetched) until one of `concurrency`
+        # run slots is free; a deque so the lease keeper can renew them too.
+        self.mailbox: deque[Msg] = deque()
+        self._arrived = asyncio.Event()
+        self._run_slots = asyncio.Semaphore(concurrency)
         # Set on shutdown: a cancelled task is then handed back, not acked.
         self.shutting_down = False
         self.running: dict[int, Running] = {}
         self.threads = ThreadPoolExecutor(
-            max_workers=slots.capacity, thread_name_prefix=f"docket-{worker_name}"
+            max_workers=concurrency, thread_name_prefix=f"docket-{worker_name}"
         )
 
     def deliver(self, message: Msg) -> None:
-        self.mailbox.put_nowait(message)
+        self.mailbox.append(message)
+        self._arrived.set()
 
     async def run(self) -> None:
         while True:
-            message = await self.mailbox.get()
+            while not self.mailbox:
+                self._arrived.clear()
+                await self._arrived.wait()
+            await self._run_slots.acquire()
+            if not self.mailbox:  # handed back by a stop while we waited for a slot
+                self._run_slots.release()
+                continue
+            message = self.mailbox.popleft()
             entry = Running(message)
             self.running[id(entry)] = entry
             entry.task = asyncio.create_task(self._process(entry))
@@ -124,6 +138,7 @@ class Executor(Actor):
             await _quietly(message.nak(delay=RETRY_INTERNAL_ERROR_AFTER))
         finally:
             del self.running[id(entry)]
+            self._run_slots.release()
             self.slots.give_back()
 
     async def _prepare(self, message: Msg) -> Execution | None:

@@ -51,6 +51,10 @@ class Worker:
             however long they run.
         shutdown_grace: On stop, how long running tasks get to finish before
             they are cancelled and handed back to other workers.
+        prefetch: Messages held beyond `concurrency`, ready to start the moment a
+            slot frees (default: as many as `concurrency`). Their leases are
+            renewed like running tasks'. Set 0 for long tasks where another idle
+            worker should take the next task instead.
         fallback_task: Runs for task names this worker does not know; without
             one, such tasks are parked as dead letters.
         reconnection_delay, minimum_check_interval, scheduling_resolution,
@@ -75,6 +79,7 @@ class Worker:
         message_batch: int = 0,
         *,
         shutdown_grace: timedelta = timedelta(seconds=30),
+        prefetch: int | None = None,
     ) -> None:
         self.docket = docket
         self.name = name or f"{socket.gethostname()}#{os.getpid()}"
@@ -89,7 +94,15 @@ class Worker:
         self.dependencies = dict(dependencies or {})
         self.message_batch = message_batch
         self.shutdown_grace = shutdown_grace
-        self.slots = Slots(concurrency)
+        if prefetch is None:
+            prefetch = concurrency
+        if prefetch < 0:
+            raise ValueError("prefetch must not be negative")
+        self.prefetch = prefetch
+        # The puller asks for running + prefetched messages: with a few tasks
+        # already delivered when a slot frees up, a short task never waits for a
+        # round trip to the server.
+        self.slots = Slots(concurrency + prefetch)
         self._supervisor = Supervisor(f"worker {self.name}")
         self._execution_counts: dict[str, int] = {}
         self._stopping = asyncio.Event()
@@ -136,7 +149,12 @@ class Worker:
         self._stopping.clear()
         connection = self.docket.connection
         executor = Executor(
-            self.docket, self.name, self.slots, self.fallback_task, self._count_execution
+            self.docket,
+            self.name,
+            self.slots,
+            self.concurrency,
+            self.fallback_task,
+            self._count_execution,
         )
         puller = Puller(
             connection.nc,
@@ -152,7 +170,10 @@ class Worker:
         self._supervisor.start(puller)
         self._supervisor.start(
             LeaseKeeper(
-                lambda: [entry.message for entry in executor.running.values()],
+                lambda: [
+                    *(entry.message for entry in executor.running.values()),
+                    *executor.mailbox,
+                ],
                 self.redelivery_timeout.total_seconds(),
             )
         )
@@ -202,8 +223,8 @@ class Worker:
                     task.cancel()
                 await asyncio.gather(*unfinished, return_exceptions=True)
         # Messages still waiting in the mailbox were never started: hand them back.
-        while not executor.mailbox.empty():
-            await executor.mailbox.get_nowait().nak()
+        while executor.mailbox:
+            await executor.mailbox.popleft().nak()
         await self._supervisor.stop()
         await self._forget_heartbeat()
         executor.shutdown_threads()
