@@ -8,9 +8,10 @@ from datetime import timedelta
 from docket_nats import Docket, Worker
 
 
-async def wait_for_workers(docket: Docket, count: int, timeout: float = 5.0) -> None:
-    async with asyncio.timeout(timeout):
-        while len(await docket.workers()) != count:
+async def wait_for_workers(docket: Docket, count: int, within: float = 5.0) -> None:
+    # Polled: a heartbeat expiring by TTL produces no event anyone could await.
+    async with asyncio.timeout(within):
+        while len(await docket.workers()) != count:  # noqa: ASYNC110
             await asyncio.sleep(0.02)
 
 
@@ -44,6 +45,6 @@ async def test_a_silent_worker_expires(nats_url: str, docket_name: str) -> None:
             await wait_for_workers(docket, 1)
             # Stop beating without the clean goodbye: as if the process died.
             await worker._supervisor.stop("heartbeat")  # pyright: ignore[reportPrivateUsage]
-            await wait_for_workers(docket, 0, timeout=5.0)
+            await wait_for_workers(docket, 0, within=5.0)
             worker.stop()
             await running
