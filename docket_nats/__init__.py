@@ -6,6 +6,20 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from . import tasks
+from .agenda import Agenda
+from .dependencies import (
+    Cron,
+    CurrentDocket,
+    CurrentExecution,
+    CurrentWorker,
+    Depends,
+    ExponentialRetry,
+    Perpetual,
+    Retry,
+    TaskArgument,
+    TaskKey,
+    Timeout,
+)
 from .docket import Docket
 from .execution import (
     Disposition,
@@ -22,12 +36,24 @@ except PackageNotFoundError:  # running from a checkout without installing
     __version__ = "0.0.0"
 
 __all__ = [
+    "Agenda",
+    "Cron",
+    "CurrentDocket",
+    "CurrentExecution",
+    "CurrentWorker",
+    "Depends",
     "Disposition",
     "Docket",
     "Execution",
     "ExecutionCancelled",
     "ExecutionState",
+    "ExponentialRetry",
+    "Perpetual",
+    "Retry",
+    "TaskArgument",
     "TaskCall",
+    "TaskKey",
+    "Timeout",
     "Worker",
     "__version__",
     "tasks",

@@ -21,6 +21,7 @@ from typing import Any, ParamSpec, Self, TypeVar, overload
 from nats.js.errors import APIError, NotFoundError
 
 from .connection import Connection, DocketURL
+from .dependencies.plans import plan_for
 from .execution import Disposition, Execution, TaskCall, TaskFunction
 from .heartbeats import WorkerInfo, heartbeat_bucket, live_workers
 from .strikes import StrikeList
@@ -126,6 +127,9 @@ class Docket:
     def register(self, function: TaskFunction, names: list[str] | None = None) -> None:
         """Make `function` runnable by workers of this process under its name(s)."""
         task_signature(function)  # fail early on a function we cannot inspect
+        problem = plan_for(function).error  # e.g. two Retry: refused here, not on a worker
+        if problem is not None:
+            raise ValueError(f"{function.__name__}(): {problem}")
         for task_name in names or [function.__name__]:
             self.tasks[task_name] = function
 
@@ -233,7 +237,7 @@ class Docket:
                 resolved,
                 args,
                 kwargs,
-                key or str(uuid.uuid4()),
+                key if key is not None else str(uuid.uuid4()),
                 aware(when) if when is not None else datetime.now(UTC),
                 function_name,
             )
@@ -312,7 +316,7 @@ class Docket:
             function,
             args,
             kwargs,
-            key or str(uuid.uuid4()),
+            key if key is not None else str(uuid.uuid4()),
             aware(when) if when is not None else datetime.now(UTC),
             attempt=1,
             function_name=function_name,
@@ -353,13 +357,19 @@ class Docket:
             if replace:
                 await self._purge(execution.key)
             try:
-                await self.connection.publish(subject, data, headers)
+                ack = await self.connection.publish(subject, data, headers)
             except APIError as error:
                 if error.err_code != WRONG_LAST_SEQUENCE:
                     raise
                 execution.disposition = Disposition.ALREADY_SCHEDULED
                 continue
             execution.disposition = Disposition.SCHEDULED
+            if replace:
+                # The purge cannot reach a copy a worker already prefetched: tell
+                # workers that copies older than this one are void (not to run).
+                await self.connection.nc.publish(
+                    self.names.cancel(execution.key), str(ack.seq).encode()
+                )
             return
         if replace:
             raise RuntimeError(f"could not replace {execution.key!r}: the key kept being re-added")
@@ -385,7 +395,7 @@ class Docket:
                 await self._publish(execution, replace)
             except Exception as error:
                 execution.disposition = Disposition.FAILED
-                setattr(execution, "schedule_exception", error)  # noqa: B010
+                execution.schedule_exception = error
 
         await asyncio.gather(*(one(execution) for execution in executions))
         return executions
@@ -393,19 +403,27 @@ class Docket:
     async def _purge(self, key: str) -> None:
         await self.connection.js.purge_stream(self.names.stream, subject=self.names.any_state(key))
 
-    async def _reschedule(self, execution: Execution, when: datetime, attempt: int) -> bool:
+    async def _reschedule(
+        self,
+        execution: Execution,
+        when: datetime,
+        attempt: int,
+        args: tuple[Any, ...] | None = None,
+        kwargs: dict[str, Any] | None = None,
+    ) -> bool:
         """Hand a running execution's key over to its next run (perpetual, retry).
 
         The publish expects the running message to be the key's last, so a newer
-        add/replace that already took the key wins; returns False then.
+        add/replace that already took the key wins; returns False then. `args` /
+        `kwargs` replace the arguments (Perpetual.perpetuate).
         """
         message = execution.message
         assert message is not None, "only a running execution can be rescheduled"
         successor = Execution(
             self,
             execution.function,
-            execution.args,
-            execution.kwargs,
+            execution.args if args is None else args,
+            execution.kwargs if kwargs is None else kwargs,
             execution.key,
             when,
             attempt,
@@ -421,4 +439,3 @@ class Docket:
                 raise
             return False
         return True
-

@@ -79,6 +79,8 @@ class Execution:
         self.when = when
         self.attempt = attempt
         self.disposition = Disposition.LOADED
+        # Why add_many / replace_many could not schedule it (Disposition.FAILED).
+        self.schedule_exception: BaseException | None = None
         # The JetStream message this run came from (worker side only): its
         # stream sequence is what a reschedule hands the key over from.
         self.message = message

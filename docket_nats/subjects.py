@@ -5,7 +5,9 @@ Per docket name N (see DESIGN §2 and docs/architecture.md):
     docket.N.sched.<key>   future tasks (NATS message schedules fire them)   stream DOCKET_N
     docket.N.run.<key>     runnable tasks, pulled by the workers' consumer    stream DOCKET_N
     docket.N.dead.<key>    what can never run, with the reason                stream DOCKET_N_DEAD
-    docket.N.cancel.<key>  core NATS: cancel a running task
+    docket.N.cancel.<key>  core NATS: an empty body cancels the running task and
+                           held copies (docket.cancel); a stream sequence voids
+                           held copies older than it (docket.replace)
 
 Both task states of one key share the wildcard `docket.N.*.<key>`, which is what
 makes one publish enough to honour idempotent keys (expected last subject sequence).
@@ -18,7 +20,8 @@ from dataclasses import dataclass
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _PLAIN = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
-_ALL_PLAIN = re.compile(r"^[A-Za-z0-9_-]+$")
+# fullmatch, not match with "$": "$" also matches before a trailing newline.
+_ALL_PLAIN = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def validate_docket_name(name: str) -> str:
@@ -36,7 +39,7 @@ def encode_key(key: str) -> str:
     Letters, digits, '_' and '-' stay as they are (so subjects stay readable);
     every other byte of the UTF-8 form becomes '=XX'.
     """
-    if _ALL_PLAIN.match(key):
+    if _ALL_PLAIN.fullmatch(key):
         return key
     if not key:
         return "="

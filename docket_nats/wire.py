@@ -11,6 +11,7 @@ code from the wire.
 from __future__ import annotations
 
 import inspect
+import logging
 import pickle
 import typing
 from collections.abc import Callable, Mapping
@@ -19,6 +20,8 @@ from functools import lru_cache
 from typing import Any
 
 import msgspec
+
+logger = logging.getLogger("docket_nats.wire")
 
 ENVELOPE_VERSION = 1
 PICKLE_EXT = 42
@@ -116,11 +119,7 @@ class TaskSignature:
     def __init__(self, function: Callable[..., Any]) -> None:
         self.function = function
         self.signature = inspect.signature(function)
-        try:
-            hints = typing.get_type_hints(function, include_extras=False)
-        except Exception:
-            # Unresolvable annotations decode as plain msgpack values.
-            hints = {}
+        hints = _type_hints(function)
         self._positional: list[inspect.Parameter] = []
         self._var_positional: inspect.Parameter | None = None
         self._var_keyword: inspect.Parameter | None = None
@@ -183,7 +182,7 @@ class TaskSignature:
                     f"{self.function_name()}() takes {len(self._positional)} positional "
                     f"arguments but {len(envelope.args)} were sent"
                 )
-            args.append(self._decode_one(name, self._decoders[name][slot], raw))
+            args.append(self._decode_one(name, self._decoders[name], slot, raw))
         kwargs: dict[str, Any] = {}
         for name, raw in envelope.kwargs.items():
             decoders = self._decoders.get(name)
@@ -193,16 +192,70 @@ class TaskSignature:
                         f"{self.function_name()}() got an unexpected keyword argument {name!r}"
                     )
                 decoders = self._decoders[self._var_keyword.name]
-            kwargs[name] = self._decode_one(name, decoders[slot], raw)
+            kwargs[name] = self._decode_one(name, decoders, slot, raw)
         return tuple(args), kwargs
 
-    def _decode_one(self, name: str, decoder: msgspec.msgpack.Decoder[Any], raw: Any) -> Any:
+    def _decode_one(
+        self,
+        name: str,
+        decoders: tuple[msgspec.msgpack.Decoder[Any], ...],
+        slot: int,
+        raw: Any,
+    ) -> Any:
         try:
-            return decoder.decode(raw)
+            return decoders[slot].decode(raw)
+        except msgspec.ValidationError as error:
+            # The value does not fit the annotation. docket hands a task whatever
+            # it was given (annotations are not enforced in Python), so do the
+            # same rather than refuse to run it: pass the plain decoded value.
+            logger.warning(
+                "argument %r of %s() does not match its annotation (%s); passing it as sent",
+                name,
+                self.function_name(),
+                error,
+            )
+        except msgspec.DecodeError as error:
+            raise ArgumentError(
+                f"argument {name!r} of {self.function_name()}() does not decode: {error}"
+            ) from error
+        try:
+            return _decoders_for(Any)[slot].decode(raw)
         except (msgspec.DecodeError, msgspec.ValidationError) as error:
             raise ArgumentError(
                 f"argument {name!r} of {self.function_name()}() does not decode: {error}"
             ) from error
+
+
+def _type_hints(function: Callable[..., Any]) -> dict[str, Any]:
+    """The function's resolved annotations, one by one when not all resolve.
+
+    With string annotations (`from __future__ import annotations`) a single name
+    that cannot be resolved at run time (a TYPE_CHECKING-only import, a class local
+    to another function) makes `get_type_hints` fail for the whole function; the
+    other parameters must keep their types. An unresolvable one decodes as a
+    plain msgpack value.
+    """
+    try:
+        return typing.get_type_hints(function)
+    except Exception:
+        pass
+    hints: dict[str, Any] = {}
+    annotations: dict[str, Any] = getattr(function, "__annotations__", None) or {}
+    for name, annotation in annotations.items():
+        holder = _AnnotationHolder({name: annotation}, inspect.unwrap(function))
+        try:
+            hints[name] = typing.get_type_hints(holder)[name]
+        except Exception:
+            continue
+    return hints
+
+
+class _AnnotationHolder:
+    """One annotation with the globals of the function it came from."""
+
+    def __init__(self, annotations: dict[str, Any], function: Callable[..., Any]) -> None:
+        self.__annotations__ = annotations
+        self.__globals__ = getattr(function, "__globals__", {})
 
 
 @lru_cache(maxsize=1024)

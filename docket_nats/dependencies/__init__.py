@@ -1,0 +1,56 @@
+"""What a task can ask for by default value or `Annotated[...]`, and task behaviors.
+
+One module per concern: `base` (Dependency, handler kinds, context variables),
+`contextual` (CurrentDocket, TaskKey, TaskArgument, ...), `functional`
+(Depends), `plans` (what a function declares, cached), `scope` and `running`
+(one run: resolve, call, tear down, outcome hooks), and the behaviors
+`perpetual`, `cron`, `retry`, `timeout`.
+"""
+
+from .base import (
+    CompletionHandler,
+    Dependency,
+    FailureHandler,
+    Runtime,
+    TaskOutcome,
+    current_docket,
+    current_execution,
+    current_worker,
+    format_duration,
+)
+from .contextual import CurrentDocket, CurrentExecution, CurrentWorker, TaskArgument, TaskKey
+from .cron import Cron
+from .functional import DependencyFunction, Depends
+from .perpetual import Perpetual
+from .plans import plan_for
+from .retry import ExponentialRetry, ForcedRetry, Retry
+from .running import DependencyError, run_task
+from .timeout import Timeout
+
+__all__ = [
+    "CompletionHandler",
+    "Cron",
+    "CurrentDocket",
+    "CurrentExecution",
+    "CurrentWorker",
+    "Dependency",
+    "DependencyError",
+    "DependencyFunction",
+    "Depends",
+    "ExponentialRetry",
+    "FailureHandler",
+    "ForcedRetry",
+    "Perpetual",
+    "Retry",
+    "Runtime",
+    "TaskArgument",
+    "TaskKey",
+    "TaskOutcome",
+    "Timeout",
+    "current_docket",
+    "current_execution",
+    "current_worker",
+    "format_duration",
+    "plan_for",
+    "run_task",
+]

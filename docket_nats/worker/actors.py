@@ -64,7 +64,11 @@ class Supervisor:
     async def stop(self, name: str | None = None) -> None:
         """Cancel one actor (or all) and wait for it to end."""
         names = [name] if name is not None else list(self._tasks)
-        tasks = [self._tasks.pop(each) for each in names if each in self._tasks]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        pending = {self._tasks.pop(each) for each in names if each in self._tasks}
+        # Cancel again until they end: Python 3.11's asyncio.wait_for (inside
+        # nats-py's request) swallows a cancellation that races with the reply,
+        # and the actor would then carry on forever (seen: worker stop hanging).
+        while pending:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.05)

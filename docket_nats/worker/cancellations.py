@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -15,14 +15,21 @@ from .actors import Actor
 class CancelListener(Actor):
     name = "cancel-listener"
 
-    def __init__(self, nc: Client, names: Names, cancel: Callable[[str], bool]) -> None:
+    def __init__(
+        self, nc: Client, names: Names, cancel: Callable[[str, int | None], Awaitable[bool]]
+    ) -> None:
         self.nc = nc
         self.names = names
         self.cancel = cancel
 
     async def run(self) -> None:
         async def on_cancel(message: Msg) -> None:
-            self.cancel(Names.key_of(message.subject))
+            # An empty body is docket.cancel; a stream sequence is docket.replace
+            # (copies older than the replacement are void).
+            body = message.data.strip()
+            if body and not body.isdigit():
+                return  # not a notice this version understands
+            await self.cancel(Names.key_of(message.subject), int(body) if body else None)
 
         subscription = await self.nc.subscribe(  # pyright: ignore[reportUnknownMemberType]
             self.names.cancel_filter, cb=on_cancel

@@ -10,6 +10,7 @@ with the reason; an internal error hands the message back for redelivery.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 import time
@@ -23,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from nats.aio.msg import Msg
 
+from ..dependencies.base import TaskOutcome
+from ..dependencies.running import run_task
 from ..execution import Execution, TaskFunction
 from ..subjects import Names
 from ..wire import (
@@ -39,6 +42,7 @@ from .slots import Slots
 
 if TYPE_CHECKING:
     from ..docket import Docket
+    from .worker import Worker
 
 logger = logging.getLogger("docket_nats.worker")
 
@@ -77,6 +81,9 @@ class Executor(Actor):
         self.slots = slots
         self.fallback_task = fallback_task
         self.on_started = on_started
+        # The Worker tasks see as CurrentWorker() (and whose dependencies= wrap
+        # every run); set by the Worker that starts this executor.
+        self.worker: Worker | None = None
         # Delivered messages wait here (prefetched) until one of `concurrency`
         # run slots is free; a deque so the lease keeper can renew them too.
         self.mailbox: deque[Msg] = deque()
@@ -107,9 +114,29 @@ class Executor(Actor):
             self.running[id(entry)] = entry
             entry.task = asyncio.create_task(self._process(entry))
 
-    def cancel_key(self, key: str) -> bool:
-        """Cancel the running task with this key (docket.cancel on a running task)."""
+    async def cancel_key(self, key: str, superseded_before: int | None = None) -> bool:
+        """docket.cancel (None): cancel the running task with this key and drop its
+        held copies; docket.replace (the new message's stream sequence): drop only
+        held copies older than the replacement, leaving a running task alone.
+
+        A held (prefetched, not started) message was purged from the stream by the
+        cancel/replace, but this worker already has it: without this it would run.
+        """
         found = False
+        for message in list(self.mailbox):
+            if Names.key_of(message.subject) != key:
+                continue
+            if (
+                superseded_before is not None
+                and message.metadata.sequence.stream >= superseded_before
+            ):
+                continue
+            self.mailbox.remove(message)
+            self.slots.give_back()
+            found = True
+            await _quietly(message.ack())  # already purged: the ack only settles it
+        if superseded_before is not None:
+            return found
         for entry in list(self.running.values()):
             if entry.execution is not None and entry.execution.key == key and entry.task:
                 entry.task.cancel(f"cancelled by docket.cancel({key!r})")
@@ -201,22 +228,33 @@ class Executor(Actor):
         self.on_started(execution)
         line = _call_line(execution)
         logger.info("↪ %s", line)
-        started = time.perf_counter()
-        try:
-            await self._call(execution)
-        except Exception:
-            elapsed = time.perf_counter() - started
-            logger.exception("↩ [%.3fs] %s failed", elapsed, line)
+        outcome, handled = await self._call(execution)
+        if handled:  # a Retry / Perpetual took the outcome over and logged it
             return
-        logger.info("↩ [%.3fs] %s", time.perf_counter() - started, line)
+        elapsed = outcome.duration.total_seconds()
+        if outcome.exception is not None:
+            logger.error("↩ [%.3fs] %s failed", elapsed, line, exc_info=outcome.exception)
+            return
+        logger.info("↩ [%.3fs] %s", elapsed, line)
 
-    async def _call(self, execution: Execution) -> Any:
-        function = execution.function
+    async def _call(self, execution: Execution) -> tuple[TaskOutcome, bool]:
+        """Run the task with its dependencies and outcome hooks (see dependencies.running).
+
+        The task's own failure is in the outcome; what raises here is a hook
+        that could not do its job (a reschedule not published): the message is
+        then handed back rather than acked.
+        """
+        return await run_task(execution, self.worker, self._invoke)
+
+    async def _invoke(
+        self, function: TaskFunction, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         if inspect.iscoroutinefunction(function):
-            return await function(*execution.args, **execution.kwargs)
-        loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(
-            self.threads, partial(function, *execution.args, **execution.kwargs)
+            return await function(*args, **kwargs)
+        # Sync tasks run in the worker's threads, with this run's context variables.
+        context = contextvars.copy_context()
+        result = await asyncio.get_running_loop().run_in_executor(
+            self.threads, partial(context.run, function, *args, **kwargs)
         )
         if inspect.isawaitable(result):
             return await result

@@ -25,7 +25,9 @@ from ..docket import Docket
 from ..execution import Execution, TaskFunction
 from ..heartbeats import Heartbeat, heartbeat_bucket
 from ..subjects import encode_key
+from . import automatic
 from .actors import Supervisor
+from .automatic import AutomaticTasks
 from .cancellations import CancelListener
 from .executor import Executor
 from .heartbeat import HeartbeatSender
@@ -156,6 +158,7 @@ class Worker:
             self.fallback_task,
             self._count_execution,
         )
+        executor.worker = self
         puller = Puller(
             connection.nc,
             self.docket.names.stream,
@@ -180,6 +183,8 @@ class Worker:
         self._supervisor.start(
             CancelListener(connection.nc, self.docket.names, executor.cancel_key)
         )
+        if self.schedule_automatic_tasks:
+            self._supervisor.start(AutomaticTasks(self.docket, automatic.RESEED_INTERVAL))
         interval = self.docket.heartbeat_interval.total_seconds()
         self._supervisor.start(
             HeartbeatSender(

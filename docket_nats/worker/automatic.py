@@ -1,0 +1,69 @@
+"""The automatic-task seeder: one chain per automatic Perpetual / Cron, always.
+
+When the worker starts, and every `interval` after, it adds each registered task
+that declares `Perpetual(automatic=True)` (or a Cron) under the key of its
+function's name. The server refuses the add while that key is scheduled, queued
+or running (one round trip, no lock, no leader), so any number of workers give
+exactly one chain, and a chain that was severed (its message parked, a
+`perpetual.cancel()`, a strike lifted) comes back at the next pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from ..dependencies.perpetual import Perpetual
+from ..dependencies.plans import plan_for
+from ..execution import Disposition, TaskFunction
+from .actors import Actor
+
+if TYPE_CHECKING:
+    from ..docket import Docket
+
+logger = logging.getLogger("docket_nats.worker")
+
+# How often a worker re-ensures the automatic chains. A live chain costs one
+# refused publish per task per pass.
+RESEED_INTERVAL = 10.0
+
+
+def automatic_perpetual(function: TaskFunction) -> Perpetual | None:
+    """The task's Perpetual (or Cron) when it is declared automatic."""
+    for dependency in plan_for(function).parameters.values():
+        if isinstance(dependency, Perpetual) and dependency.automatic:
+            return dependency
+    return None
+
+
+class AutomaticTasks(Actor):
+    name = "automatic-tasks"
+
+    def __init__(self, docket: Docket, interval: float = RESEED_INTERVAL) -> None:
+        self.docket = docket
+        self.interval = interval
+
+    async def run(self) -> None:
+        while True:
+            await self.seed()
+            await asyncio.sleep(self.interval)
+
+    async def seed(self) -> None:
+        """Add every automatic task whose chain is missing (the others are refused)."""
+        calls = [
+            self.docket.call(function, when=perpetual.initial_when, key=function.__name__)()
+            for function in dict.fromkeys(self.docket.tasks.values())
+            if (perpetual := automatic_perpetual(function)) is not None
+        ]
+        if not calls:
+            return
+        for execution in await self.docket.add_many(calls):
+            if execution.disposition is Disposition.SCHEDULED:
+                logger.info("started the automatic task %s", execution.key)
+            elif execution.disposition is Disposition.FAILED:
+                logger.warning(
+                    "could not ensure the automatic task %s: %s",
+                    execution.key,
+                    getattr(execution, "schedule_exception", "unknown error"),
+                )

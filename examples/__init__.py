@@ -1,0 +1,1 @@
+"""Runnable examples of docket-nats patterns (see README and demo.py)."""
