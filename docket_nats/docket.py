@@ -24,8 +24,9 @@ from .connection import Connection, DocketURL
 from .dependencies.plans import plan_for
 from .execution import Disposition, Execution, TaskCall, TaskFunction
 from .heartbeats import WorkerInfo, heartbeat_bucket, live_workers
+from .strike_rules import LiteralOperator, Operator
 from .strikes import StrikeList
-from .subjects import Names
+from .subjects import DOCKET_WHEN, Names
 from .wire import DeadLetter, TaskEnvelope, decode_dead_letter, encode_envelope, task_signature
 
 logger = logging.getLogger("docket_nats.docket")
@@ -38,6 +39,8 @@ EXPECTED_LAST_SUBJECT_SEQUENCE = "Nats-Expected-Last-Subject-Sequence"
 EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
 SCHEDULE = "Nats-Schedule"
 SCHEDULE_TARGET = "Nats-Schedule-Target"
+# How early future tasks fire; the worker holds them until they are due.
+SCHEDULE_LEAD = timedelta(milliseconds=300)
 
 
 def schedule_time(when: datetime) -> str:
@@ -93,7 +96,7 @@ class Docket:
         self.replicas = replicas
         self.allow_pickle = allow_pickle
         self.connection = Connection(url, dict(connect_options or {}))
-        self.strike_list = StrikeList(self.names)
+        self.strike_list = StrikeList(self.names, replicas)
 
         from .tasks import standard_tasks
 
@@ -107,7 +110,7 @@ class Docket:
         await self.connection.open(client_name=f"docket-nats:{self.name}")
         try:
             await self.connection.ensure_streams(self.names, self.replicas)
-            await self.strike_list.start(self.connection.js)
+            await self.strike_list.start(self.connection.js, self.connection)
         except BaseException:
             await self.connection.close()
             raise
@@ -244,17 +247,76 @@ class Docket:
 
         return specifier
 
-    async def add_many(self, calls: Iterable[TaskCall]) -> list[Execution]:
-        """Add many tasks, pipelined; each Execution reports its own disposition."""
-        return await self._publish_many(calls, replace=False)
+    async def add_many(
+        self, calls: Iterable[TaskCall], *, chunk_size: int | None = 1000
+    ) -> list[Execution]:
+        """Add many tasks, pipelined; each Execution reports its own disposition.
 
-    async def replace_many(self, calls: Iterable[TaskCall]) -> list[Execution]:
-        return await self._publish_many(calls, replace=True)
+        `chunk_size` bounds how many publishes are in flight at once (None: all).
+        """
+        return await self._publish_many(calls, replace=False, chunk_size=chunk_size)
+
+    async def replace_many(
+        self, calls: Iterable[TaskCall], *, chunk_size: int | None = 1000
+    ) -> list[Execution]:
+        """Replace many tasks, pipelined (see `add_many`)."""
+        return await self._publish_many(calls, replace=True, chunk_size=chunk_size)
+
+    async def schedule(self, execution: Execution) -> None:
+        """Add an Execution built elsewhere (docket's lower-level API): add() semantics."""
+        if self.strike_list.is_struck(execution):
+            execution.disposition = Disposition.STRUCK
+            return
+        await self._publish(execution, replace=False)
 
     async def cancel(self, key: str) -> None:
         """Remove a scheduled or queued task; ask the worker running it to stop."""
         await self._purge(key)
         await self.connection.nc.publish(self.names.cancel(key), b"")
+
+    # -- strikes (see strikes.py) -------------------------------------------------
+
+    async def strike(
+        self,
+        function: TaskFunction | str | None = None,
+        parameter: str | None = None,
+        operator: Operator | LiteralOperator = "==",
+        value: Any = None,
+        **conditions: Any,
+    ) -> None:
+        """Refuse matching tasks at add() and on every worker, until restored.
+
+        `function` (a task or its name; None: every task) with no parameter
+        strikes the task; `parameter operator value` strikes the calls whose
+        argument matches. Keywords add conditions to the same rule, which then
+        strikes only when ALL hold: `strike(process_order, customer_id="12345",
+        amount=(">", 1000))`. Raises ValueError for an unknown operator or a
+        parameter the (registered) task does not have, before storing anything.
+        """
+        name, task = self._strike_target(function)
+        await self.strike_list.strike(name, task, parameter, operator, value, conditions)
+
+    async def restore(
+        self,
+        function: TaskFunction | str | None = None,
+        parameter: str | None = None,
+        operator: Operator | LiteralOperator = "==",
+        value: Any = None,
+        **conditions: Any,
+    ) -> None:
+        """Lift the strike made with the same arguments."""
+        name, task = self._strike_target(function)
+        await self.strike_list.restore(name, task, parameter, operator, value, conditions)
+
+    async def wait_for_strikes_loaded(self) -> None:
+        """docket's API; here the rules are loaded before `async with` enters."""
+
+    def _strike_target(
+        self, function: TaskFunction | str | None
+    ) -> tuple[str | None, TaskFunction | None]:
+        if function is None or isinstance(function, str):
+            return function, self.tasks.get(function) if function else None
+        return function.__name__, function
 
     # -- workers ---------------------------------------------------------------
 
@@ -338,13 +400,23 @@ class Docket:
         )
 
     def _placement(self, execution: Execution) -> tuple[str, dict[str, str]]:
-        """The subject and schedule headers for an execution's time."""
-        if execution.when <= datetime.now(UTC):
+        """The subject and schedule headers for an execution's time.
+
+        A future task fires SCHEDULE_LEAD early and carries its due time; the
+        worker holds it until then (worker/scheduler.py). The server's
+        scheduler passes are >= 250 ms apart, so firing exactly at `when` would
+        make tasks due close together up to 250 ms late.
+        """
+        now = datetime.now(UTC)
+        if execution.when <= now:
             return self.names.run(execution.key), {}
-        return self.names.sched(execution.key), {
-            SCHEDULE: f"@at {schedule_time(execution.when)}",
-            SCHEDULE_TARGET: self.names.run(execution.key),
-        }
+        headers = {DOCKET_WHEN: f"{execution.when.timestamp():.6f}"}
+        fire = execution.when - SCHEDULE_LEAD
+        if fire <= now:
+            return self.names.run(execution.key), headers
+        headers[SCHEDULE] = f"@at {schedule_time(fire)}"
+        headers[SCHEDULE_TARGET] = self.names.run(execution.key)
+        return self.names.sched(execution.key), headers
 
     async def _publish(self, execution: Execution, replace: bool) -> None:
         data = self._envelope(execution)
@@ -374,7 +446,11 @@ class Docket:
         if replace:
             raise RuntimeError(f"could not replace {execution.key!r}: the key kept being re-added")
 
-    async def _publish_many(self, calls: Iterable[TaskCall], replace: bool) -> list[Execution]:
+    async def _publish_many(
+        self, calls: Iterable[TaskCall], replace: bool, chunk_size: int | None
+    ) -> list[Execution]:
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
         executions = [
             self._execution(
                 call.function,
@@ -397,7 +473,11 @@ class Docket:
                 execution.disposition = Disposition.FAILED
                 execution.schedule_exception = error
 
-        await asyncio.gather(*(one(execution) for execution in executions))
+        step = chunk_size or max(1, len(executions))
+        for start in range(0, len(executions), step):
+            await asyncio.gather(
+                *(one(execution) for execution in executions[start : start + step])
+            )
         return executions
 
     async def _purge(self, key: str) -> None:

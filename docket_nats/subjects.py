@@ -8,6 +8,7 @@ Per docket name N (see DESIGN §2 and docs/architecture.md):
     docket.N.cancel.<key>  core NATS: an empty body cancels the running task and
                            held copies (docket.cancel); a stream sequence voids
                            held copies older than it (docket.replace)
+    docket.N.ack-wait      core NATS: the ack wait a starting worker is about to set
 
 Both task states of one key share the wildcard `docket.N.*.<key>`, which is what
 makes one publish enough to honour idempotent keys (expected last subject sequence).
@@ -17,6 +18,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+# Header carrying a scheduled task's due time (epoch seconds), for the worker to
+# hold a task that fires early (see worker/scheduler.py).
+DOCKET_WHEN = "Docket-When"
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _PLAIN = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
@@ -50,20 +55,28 @@ def encode_key(key: str) -> str:
 
 
 def decode_key(token: str) -> str:
+    """The key `encode_key` made `token` from; a token it cannot have made is
+    returned as it is (a message someone else published must not crash a worker)."""
     if "=" not in token:
         return token
     if token == "=":
         return ""
     raw = bytearray()
     index = 0
-    while index < len(token):
-        if token[index] == "=":
-            raw.append(int(token[index + 1 : index + 3], 16))
-            index += 3
-        else:
-            raw.extend(token[index].encode())
-            index += 1
-    return raw.decode()
+    try:
+        while index < len(token):
+            if token[index] == "=":
+                escaped = token[index + 1 : index + 3]
+                if len(escaped) != 2:
+                    return token
+                raw.append(int(escaped, 16))
+                index += 3
+            else:
+                raw.extend(token[index].encode())
+                index += 1
+        return raw.decode()
+    except ValueError:  # not hex, or not UTF-8
+        return token
 
 
 @dataclass(frozen=True)
@@ -122,6 +135,12 @@ class Names:
 
     def cancel(self, key: str) -> str:
         return f"{self.prefix}.cancel.{encode_key(key)}"
+
+    @property
+    def ack_wait_notice(self) -> str:
+        """Core NATS: a starting worker announces the ack wait it is about to set on
+        the shared consumer, so running workers renew their leases by it at once."""
+        return f"{self.prefix}.ack-wait"
 
     def bucket(self, purpose: str) -> str:
         """A KV bucket of this docket: strikes, workers, state, results, ..."""

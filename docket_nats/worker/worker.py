@@ -29,16 +29,20 @@ from . import automatic
 from .actors import Supervisor
 from .automatic import AutomaticTasks
 from .cancellations import CancelListener
-from .executor import Executor
+from .executor import MAX_DELIVERIES, Executor
 from .heartbeat import HeartbeatSender
-from .leases import LeaseKeeper
+from .leases import LeaseKeeper, announce_ack_wait
 from .puller import Puller
+from .scheduler import Scheduler
 from .slots import Slots
 
 logger = logging.getLogger("docket_nats.worker")
 
 # Upper bound on messages delivered and not yet acked, across all workers.
 MAX_ACK_PENDING = 100_000
+# While stopping, a request the server does not answer (it is gone) gives up
+# after this long rather than holding up the stop.
+STOP_REQUEST_TIMEOUT = 2.0
 
 
 class Worker:
@@ -59,6 +63,9 @@ class Worker:
             worker should take the next task instead.
         fallback_task: Runs for task names this worker does not know; without
             one, such tasks are parked as dead letters.
+        max_deliveries: A task delivered more often than this without finishing
+            (its worker died or stopped each time) is parked as a dead letter
+            instead of taking down one more worker.
         reconnection_delay, minimum_check_interval, scheduling_resolution,
         schedule_automatic_tasks, enable_internal_instrumentation: accepted for
             docket compatibility; NATS pushes work, so there is no polling to tune
@@ -82,6 +89,7 @@ class Worker:
         *,
         shutdown_grace: timedelta = timedelta(seconds=30),
         prefetch: int | None = None,
+        max_deliveries: int = MAX_DELIVERIES,
     ) -> None:
         self.docket = docket
         self.name = name or f"{socket.gethostname()}#{os.getpid()}"
@@ -96,6 +104,9 @@ class Worker:
         self.dependencies = dict(dependencies or {})
         self.message_batch = message_batch
         self.shutdown_grace = shutdown_grace
+        if max_deliveries < 1:
+            raise ValueError("max_deliveries must be at least 1")
+        self.max_deliveries = max_deliveries
         if prefetch is None:
             prefetch = concurrency
         if prefetch < 0:
@@ -110,6 +121,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._puller: Puller | None = None
         self._executor: Executor | None = None
+        self._scheduler: Scheduler | None = None
         self._forget_reconnect: Any = None
         self._started_at = datetime.now(UTC)
 
@@ -129,6 +141,12 @@ class Worker:
     ) -> None:
         await self._stop_actors()
 
+    async def _consumer_ack_wait(self) -> float:
+        """The shared consumer's ack wait now (the last worker to start set it)."""
+        names = self.docket.names
+        info = await self.docket.connection.js.consumer_info(names.stream, names.consumer)
+        return info.config.ack_wait or self.redelivery_timeout.total_seconds()
+
     async def _ensure_consumer(self) -> None:
         names = self.docket.names
         config = api.ConsumerConfig(
@@ -142,6 +160,10 @@ class Worker:
             max_ack_pending=MAX_ACK_PENDING,
             max_waiting=4096,
             num_replicas=self.docket.replicas,
+        )
+        # Running workers renew by the new ack wait before it takes effect.
+        await announce_ack_wait(
+            self.docket.connection.nc, names.ack_wait_notice, self.redelivery_timeout.total_seconds()
         )
         await self.docket.connection.js.add_consumer(names.stream, config)  # pyright: ignore[reportUnknownMemberType]
 
@@ -159,29 +181,36 @@ class Worker:
             self._count_execution,
         )
         executor.worker = self
+        executor.max_deliveries = self.max_deliveries
+        scheduler = Scheduler(self.slots, release=executor.deliver)
         puller = Puller(
             connection.nc,
             self.docket.names.stream,
             self.docket.names.consumer,
             self.slots,
-            deliver=executor.deliver,
+            deliver=scheduler.deliver,
             refuse=_hand_back,
         )
         self._executor, self._puller = executor, puller
         self._forget_reconnect = connection.on_reconnect(puller.connection_reset)
+        self._scheduler = scheduler
         self._supervisor.start(executor)
+        self._supervisor.start(scheduler)
         self._supervisor.start(puller)
         self._supervisor.start(
             LeaseKeeper(
                 lambda: [
                     *(entry.message for entry in executor.running.values()),
                     *executor.mailbox,
+                    *scheduler.held(),
                 ],
                 self.redelivery_timeout.total_seconds(),
+                self._consumer_ack_wait,
+                (connection.nc, self.docket.names.ack_wait_notice),
             )
         )
         self._supervisor.start(
-            CancelListener(connection.nc, self.docket.names, executor.cancel_key)
+            CancelListener(connection.nc, self.docket.names, self._cancel)
         )
         if self.schedule_automatic_tasks:
             self._supervisor.start(AutomaticTasks(self.docket, automatic.RESEED_INTERVAL))
@@ -206,12 +235,36 @@ class Worker:
             tasks=sorted(self.docket.tasks),
         )
 
+    async def _cancel(self, key: str, superseded_before: int | None) -> bool:
+        """A cancel or replace notice: void held copies, cancel a running task."""
+        assert self._executor is not None and self._scheduler is not None
+        void = self._scheduler.void(key, superseded_before)
+        for message in void:  # purged from the stream already: the ack only settles it
+            try:
+                await message.ack()
+            except Exception as error:  # connection closed: nothing left to settle
+                logger.debug("could not settle a void message: %s", error)
+        return await self._executor.cancel_key(key, superseded_before) or bool(void)
+
     async def _stop_actors(self) -> None:
         """Stop pulling, let running tasks finish within the grace, hand back the rest."""
         executor, puller = self._executor, self._puller
         if executor is None or puller is None:
             return
+        interrupted = False
         puller.stop_pulling()
+        # No new starts while the running tasks finish: a prefetched message that
+        # started during the grace would outlive the worker.
+        await self._supervisor.stop(executor.name)
+        # Messages waiting in the mailbox never started: hand them back at once,
+        # so other workers run them now rather than after the grace.
+        while executor.mailbox:
+            await _quietly_hand_back(executor.mailbox.popleft())
+            self.slots.give_back()
+        if self._scheduler is not None:
+            await self._supervisor.stop(self._scheduler.name)
+            for message in self._scheduler.take_all():  # held, so no slot to give back
+                await _quietly_hand_back(message)
         running = [entry.task for entry in executor.running.values() if entry.task]
         if running:
             logger.info(
@@ -220,31 +273,41 @@ class Worker:
                 self.shutdown_grace,
                 len(running),
             )
-            _, unfinished = await asyncio.wait(running, timeout=self.shutdown_grace.total_seconds())
+            try:
+                await asyncio.wait(running, timeout=self.shutdown_grace.total_seconds())
+            except asyncio.CancelledError:
+                # Cancelled again while waiting: no more grace, but finish the
+                # stop (hand the tasks back, end the actors), then re-raise.
+                interrupted = True
+            unfinished = {task for task in running if not task.done()}
             if unfinished:
-                logger.warning("handing %d unfinished tasks back", len(unfinished))
+                logger.warning(
+                    "worker %s: %d tasks did not finish within the grace; handing them back",
+                    self.name,
+                    len(unfinished),
+                )
                 executor.shutting_down = True
-                for task in unfinished:
-                    task.cancel()
-                await asyncio.gather(*unfinished, return_exceptions=True)
-        # Messages still waiting in the mailbox were never started: hand them back.
-        while executor.mailbox:
-            await executor.mailbox.popleft().nak()
-        await self._supervisor.stop()
+                await _cancel_until_done(unfinished)
+        await self._supervisor.stop()  # the lease keeper renewed the running ones until now
         await self._forget_heartbeat()
         executor.shutdown_threads()
         if self._forget_reconnect is not None:
             self._forget_reconnect()
-        self._executor = self._puller = None
+        self._executor = self._puller = self._scheduler = None
+        # A fresh count for a later run_*: nothing is held any more.
+        self.slots = Slots(self.slots.capacity)
+        if interrupted:
+            raise asyncio.CancelledError
 
     async def _forget_heartbeat(self) -> None:
         """A worker that stops cleanly leaves the live list at once, not after its TTL."""
         try:
             # A stream purge leaves no tombstone behind (a KV delete would, per worker).
             bucket = self.docket.names.bucket("workers")
-            await self.docket.connection.js.purge_stream(
-                f"KV_{bucket}", subject=f"$KV.{bucket}.{encode_key(self.name)}"
-            )
+            async with asyncio.timeout(STOP_REQUEST_TIMEOUT):
+                await self.docket.connection.js.purge_stream(
+                    f"KV_{bucket}", subject=f"$KV.{bucket}.{encode_key(self.name)}"
+                )
         except Exception as error:  # the server may be gone; the TTL cleans up
             logger.debug("could not remove heartbeat: %s", error)
 
@@ -265,10 +328,16 @@ class Worker:
     async def run_until_finished(self) -> None:
         """Run until nothing is scheduled, queued or running on the docket."""
         self._start_actors()
+        cancelled_before = _cancelling()
         try:
             while not self._stopping.is_set():
                 if self.slots.held == 0 and await self._docket_is_empty():
                     return
+                if _cancelling() > cancelled_before:
+                    # Python 3.11's asyncio.wait_for (in nats-py's request) can
+                    # swallow a cancellation that races with the reply; without
+                    # this the run would go on forever (seen in the fault tests).
+                    raise asyncio.CancelledError
                 try:
                     async with asyncio.timeout(self.minimum_check_interval.total_seconds()):
                         await self._stopping.wait()
@@ -297,8 +366,35 @@ class Worker:
             self._execution_counts[execution.key] += 1
 
     async def _docket_is_empty(self) -> bool:
-        info = await self.docket.connection.js.stream_info(self.docket.names.stream)
+        try:
+            info = await self.docket.connection.js.stream_info(self.docket.names.stream)
+        except Exception as error:  # disconnected: not known to be empty; ask again
+            logger.debug("could not read the work stream: %s", error)
+            return False
         return info.state.messages == 0
+
+
+def _cancelling() -> int:
+    """Cancellation requests pending on the current task (swallowed ones included)."""
+    task = asyncio.current_task()
+    return task.cancelling() if task is not None else 0
+
+
+async def _cancel_until_done(tasks: set[asyncio.Task[None]]) -> None:
+    """Cancel until they end: a cancellation can be swallowed (3.11's wait_for in
+    nats-py requests), and a task that carried on would outlive the worker."""
+    pending = tasks
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.1)
+
+
+async def _quietly_hand_back(message: Msg) -> None:
+    try:
+        await message.nak()
+    except Exception as error:  # connection closed: the ack wait redelivers it
+        logger.debug("could not hand a message back: %s", error)
 
 
 async def _hand_back(message: Msg) -> None:
