@@ -11,7 +11,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from . import common, server, worker
+from . import common, dead_letters, server, strikes, tasks, worker
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Distributed background tasks on NATS JetStream (docket's API).",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (worker, server):
+    for module in (worker, server, tasks, dead_letters, strikes):
         module.register(subparsers)
     return parser
 
