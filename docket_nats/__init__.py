@@ -7,6 +7,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from . import tasks
 from .agenda import Agenda
+from .annotations import Logged
 from .dependencies import (
     Cron,
     CurrentDocket,
@@ -20,6 +21,7 @@ from .dependencies import (
     TaskKey,
     Timeout,
 )
+from .dependencies.logger import TaskLogger
 from .docket import Docket
 from .execution import (
     Disposition,
@@ -28,6 +30,7 @@ from .execution import (
     ExecutionState,
     TaskCall,
 )
+from .strikes import StrikeList
 from .worker import Worker
 
 try:
@@ -48,11 +51,14 @@ __all__ = [
     "ExecutionCancelled",
     "ExecutionState",
     "ExponentialRetry",
+    "Logged",
     "Perpetual",
     "Retry",
+    "StrikeList",
     "TaskArgument",
     "TaskCall",
     "TaskKey",
+    "TaskLogger",
     "Timeout",
     "Worker",
     "__version__",

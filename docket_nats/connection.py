@@ -175,9 +175,16 @@ class Connection:
         self._publisher = None
         if client is not None and not client.is_closed:
             try:
+                # Drain delivers what is buffered (acks, publishes) before closing.
                 await client.drain()
-            except Exception:  # closing is best effort: the server may be gone
-                await client.close()
+            except Exception as error:  # the server may be gone: close regardless
+                logger.debug("could not drain the NATS connection: %s", error)
+                try:
+                    await client.close()
+                except Exception as error:
+                    # nats-py 2.16 flushes its reconnect buffer into the dead
+                    # socket on close and raises; nothing is left to do about it.
+                    logger.warning("closed the NATS connection while disconnected: %s", error)
         await self._release_local()
 
     async def _release_local(self) -> None:

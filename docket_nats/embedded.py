@@ -196,10 +196,12 @@ def _release(url: str | None) -> None:
         if shared.users > 0:
             return
         del _shared[name]
-    if shared.server is not None:
-        shared.server.stop()
-    if shared.temporary is not None:
-        shared.temporary.cleanup()
+        # Stop while holding the lock: a Docket opened meanwhile must not find the
+        # dying server still listening, "reuse" it, and be left without one.
+        if shared.server is not None:
+            shared.server.stop()
+        if shared.temporary is not None:
+            shared.temporary.cleanup()
 
 
 def needs_local_server(url: str | None) -> bool:

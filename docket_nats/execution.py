@@ -72,7 +72,7 @@ class Execution:
     ) -> None:
         self._docket = docket
         self._function = function
-        self._function_name = function_name or getattr(function, "__name__", repr(function))
+        self._function_name: str = function_name or str(getattr(function, "__name__", function))
         self._args = args
         self._kwargs = kwargs
         self._key = key
@@ -113,6 +113,12 @@ class Execution:
     def redelivered(self) -> bool:
         """True when JetStream delivered this run before (its worker died or stalled)."""
         return self.message is not None and self.message.metadata.num_delivered > 1
+
+    def call_repr(self) -> str:
+        """This run as log lines show it: `name(logged arguments){key}` (see `Logged`)."""
+        from .annotations import call_repr
+
+        return call_repr(self)
 
     def get_argument(self, parameter: str) -> Any:
         bound = inspect.signature(self._function).bind_partial(*self._args, **self._kwargs)

@@ -68,7 +68,7 @@ async def beat(js: JetStreamContext, names: Names, heartbeat: Heartbeat, ttl: fl
 
 async def live_workers(bucket: KeyValue) -> list[WorkerInfo]:
     try:
-        keys = await bucket.keys()
+        keys = await bucket.keys()  # pyright: ignore[reportUnknownMemberType]
     except NoKeysError:
         return []
 

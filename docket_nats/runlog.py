@@ -21,8 +21,12 @@ so a worker at WARNING pays one level check per line.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import threading
 import time
+from contextvars import ContextVar
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -65,20 +69,91 @@ def task_fields(execution: Execution, worker_name: str | None = None) -> dict[st
     return fields
 
 
+# The call text and context of the run this asyncio task is running: worked out
+# for its start line, reused for its finish line (each run is its own task).
+_this_run: ContextVar[tuple[Execution, str, dict[str, Any]]] = ContextVar("docket_nats_run_line")
+
+
+def _run_line(execution: Execution, worker_name: str | None) -> tuple[str, dict[str, Any]]:
+    cached = _this_run.get(None)
+    if cached is not None and cached[0] is execution:
+        return cached[1], cached[2]
+    call, fields = call_repr(execution), task_fields(execution, worker_name)
+    _this_run.set((execution, call, fields))
+    return call, fields
+
+
+def _emit(
+    level: int,
+    message: str,
+    args: tuple[Any, ...],
+    fields: dict[str, Any],
+    exc_info: BaseException | None = None,
+) -> None:
+    error = None if exc_info is None else (type(exc_info), exc_info, exc_info.__traceback__)
+    if logging.getLogRecordFactory() is logging.LogRecord:
+        record = _new_record(level, message, args, error)
+        record.__dict__.update(fields)
+    else:  # an application's record factory (e.g. tracing ids) gets its say
+        record = logger.makeRecord(
+            logger.name, level, __file__, 0, message, args, error, None, fields
+        )
+    logger.handle(record)
+
+
+# A LogRecord re-derives on each call what is constant for these lines (source
+# file and module, process, thread): two records per task make that a large
+# share of a busy worker's logging cost. So each thread keeps a template made
+# by LogRecord itself (all the attributes of this Python's records) and new
+# records copy it, setting only what differs: message, level, time, task.
+_templates: dict[int, dict[str, Any]] = {}
+if hasattr(os, "register_at_fork"):  # POSIX: a forked child has its own process id
+    os.register_at_fork(after_in_child=_templates.clear)
+
+
+def _new_record(
+    level: int, message: str, args: tuple[Any, ...], exc_info: Any
+) -> logging.LogRecord:
+    where = threading.get_ident()
+    template = _templates.get(where)
+    if template is None:
+        made = logging.LogRecord(logger.name, logging.INFO, __file__, 0, "", (), None, "run")
+        template = _templates[where] = made.__dict__
+    record = logging.LogRecord.__new__(logging.LogRecord)
+    attributes = record.__dict__
+    attributes.update(template)
+    now = time.time()
+    attributes["created"] = now
+    attributes["msecs"] = int((now - int(now)) * 1000) + 0.0
+    attributes["relativeCreated"] = template["relativeCreated"] + (now - template["created"]) * 1000
+    attributes["msg"] = message
+    attributes["args"] = args
+    attributes["levelno"] = level
+    attributes["levelname"] = logging.getLevelName(level)
+    attributes["exc_info"] = exc_info
+    attributes["threadName"] = threading.current_thread().name  # thread ids are reused
+    if "taskName" in attributes:  # Python 3.12+: the asyncio task that logged
+        task = _current_task()
+        attributes["taskName"] = task.get_name() if task is not None else None
+    return record
+
+
+def _current_task() -> asyncio.Task[Any] | None:
+    try:
+        return asyncio.current_task()
+    except RuntimeError:  # no running loop in this thread
+        return None
+
+
 def log_start(execution: Execution, worker_name: str | None = None) -> None:
     """`↪ [punctuality] call`: the run begins (`↬` for a retry's attempt)."""
     if not logger.isEnabledFor(logging.INFO):
         return
     punctuality = time.time() - execution.when.timestamp()
-    fields = task_fields(execution, worker_name)
-    fields["punctuality"] = punctuality
-    logger.info(
-        "%s [%s] %s",
-        "↬" if execution.attempt > 1 else "↪",
-        format_duration(max(punctuality, 0.0)),
-        call_repr(execution),
-        extra=fields,
-    )
+    call, context = _run_line(execution, worker_name)
+    fields = {**context, "punctuality": punctuality}
+    mark = "↬" if execution.attempt > 1 else "↪"
+    _emit(logging.INFO, "%s [%s] %s", (mark, format_duration(max(punctuality, 0.0)), call), fields)
 
 
 def log_finish(execution: Execution, outcome: TaskOutcome, worker_name: str | None = None) -> None:
@@ -116,21 +191,15 @@ def log_outcome(
     level = usual_level if level is None else level
     if not logger.isEnabledFor(level):
         return
-    fields = task_fields(execution, worker_name)
-    fields["outcome"] = outcome
-    suffix = "" if outcome == "success" else f" ({outcome}: {detail})" if detail else f" ({outcome})"
+    call, context = _run_line(execution, worker_name)
+    fields = {**context, "outcome": outcome}
+    if outcome == "success":
+        suffix = ""
+    else:
+        suffix = f" ({outcome}: {detail})" if detail else f" ({outcome})"
     if duration is None:
-        logger.log(level, "%s %s%s", mark, call_repr(execution), suffix, extra=fields, exc_info=exc_info)
+        _emit(level, "%s %s%s", (mark, call, suffix), fields, exc_info)
         return
     seconds = duration.total_seconds() if isinstance(duration, timedelta) else duration
     fields["duration"] = seconds
-    logger.log(
-        level,
-        "%s [%s] %s%s",
-        mark,
-        format_duration(seconds),
-        call_repr(execution),
-        suffix,
-        extra=fields,
-        exc_info=exc_info,
-    )
+    _emit(level, "%s [%s] %s%s", (mark, format_duration(seconds), call, suffix), fields, exc_info)

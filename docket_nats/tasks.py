@@ -1,28 +1,64 @@
-"""Built-in tasks, registered on every docket: trace, fail, sleep."""
+"""Built-in tasks, registered on every docket: trace, fail, sleep (docket's signatures).
+
+`docket-nats tasks trace MSG` (and `fail`, `sleep`) add them from the command
+line: a quick way to see that workers pick work up, fail visibly and hold slots.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated
 
-from .execution import TaskFunction
+from .annotations import Logged
+from .dependencies import CurrentDocket, CurrentExecution, CurrentWorker, Retry
+from .dependencies.logger import TaskLogger
+from .execution import Execution, TaskFunction
 
-logger = logging.getLogger("docket_nats.tasks")
-
-
-async def trace(message: str) -> None:
-    """Log `message` at INFO: shows that a worker picks up work."""
-    logger.info("trace: %s", message)
-
-
-async def fail(message: str) -> None:
-    """Raise with `message`: for testing failure handling and alerting."""
-    raise Exception(message)
+if TYPE_CHECKING:  # docket.py registers these tasks: no import cycle at runtime
+    from .docket import Docket
+    from .worker import Worker
 
 
-async def sleep(seconds: float) -> None:
+async def trace(
+    message: Annotated[str, Logged],
+    logger: logging.LoggerAdapter[logging.Logger] = TaskLogger(),
+    docket: Docket = CurrentDocket(),
+    worker: Worker = CurrentWorker(),
+    execution: Execution = CurrentExecution(),
+) -> None:
+    """Log `message` with where and how late the task ran: shows a worker picks up work."""
+    logger.info(
+        "%s: %r added to docket %r %s ago now running on worker %r",
+        message,
+        execution.key,
+        docket.name,
+        datetime.now(UTC) - execution.when,
+        worker.name,
+    )
+
+
+async def fail(
+    message: Annotated[str, Logged],
+    docket: Docket = CurrentDocket(),
+    worker: Worker = CurrentWorker(),
+    execution: Execution = CurrentExecution(),
+    retry: Retry = Retry(attempts=2),
+) -> None:
+    """Raise with `message` (retried once): for testing failure handling and alerting."""
+    raise Exception(
+        f"{message}: {execution.key} added to docket {docket.name} "
+        f"{datetime.now(UTC) - execution.when} ago now running on worker {worker.name}"
+    )
+
+
+async def sleep(
+    seconds: Annotated[float, Logged],
+    logger: logging.LoggerAdapter[logging.Logger] = TaskLogger(),
+) -> None:
     """Sleep for `seconds`: for testing concurrency, timeouts and shutdown."""
-    logger.info("sleeping for %s s", seconds)
+    logger.info("Sleeping for %s seconds", seconds)
     await asyncio.sleep(seconds)
 
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from docket_nats import CurrentDocket, Disposition, Docket, TaskKey, Worker
+from docket_nats import CurrentDocket, Disposition, Docket, Execution, TaskKey, Worker
 
 FAR_FUTURE = timedelta(hours=1)
 
@@ -413,7 +413,7 @@ async def test_builtin_tasks_are_registered_and_run(
     docket: Docket, worker: Worker, caplog: pytest.LogCaptureFixture
 ) -> None:
     assert {"trace", "fail", "sleep"} <= set(docket.tasks)
-    caplog.set_level(logging.INFO, logger="docket_nats.tasks")
+    caplog.set_level(logging.INFO)
     await docket.add("trace")("hello from a test")
     await docket.add("sleep")(0.01)
     await worker.run_until_finished()
@@ -466,6 +466,39 @@ async def test_add_many_and_replace_many(docket: Docket, worker: Worker) -> None
     assert [e.disposition for e in replaced] == [Disposition.SCHEDULED]
     await worker.run_until_finished()
     assert sorted(seen) == ["a", "c", "replaced-b"]
+
+
+async def test_batches_go_in_chunks(docket: Docket, worker: Worker) -> None:
+    seen: list[int] = []
+
+    async def record(value: int) -> None:
+        seen.append(value)
+
+    calls = [docket.call(record)(n) for n in range(5)]
+    added = await docket.add_many(calls, chunk_size=2)
+    assert [e.disposition for e in added] == [Disposition.SCHEDULED] * 5
+    await worker.run_until_finished()
+    assert sorted(seen) == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError):
+        await docket.add_many([docket.call(record)(9)], chunk_size=0)
+    assert await docket.add_many([]) == []
+
+
+async def test_schedule_an_execution(docket: Docket, worker: Worker) -> None:
+    seen: list[str] = []
+
+    async def record(value: str) -> None:
+        seen.append(value)
+
+    docket.register(record)
+    execution = Execution(docket, record, ("built",), {}, "built-key", datetime.now(UTC), 1)
+    await docket.schedule(execution)
+    assert execution.disposition is Disposition.SCHEDULED
+    again = Execution(docket, record, ("again",), {}, "built-key", datetime.now(UTC), 1)
+    await docket.schedule(again)
+    assert again.disposition is Disposition.ALREADY_SCHEDULED
+    await worker.run_until_finished()
+    assert seen == ["built"]
 
 
 # -- sync functions -------------------------------------------------------------------

@@ -196,7 +196,7 @@ async def test_two_workers_give_one_automatic_chain(nats_url: str, docket_name: 
     assert 8 <= len(starts) <= window / 0.2 + 1, len(starts)
     times = sorted(at for _, at in starts)
     gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
-    assert min(gaps) >= 0.19, gaps  # never two runs of two chains close together
+    assert min(gaps) >= 0.1, gaps  # no two runs of two interleaved chains
 
 
 async def test_a_severed_automatic_chain_heals(

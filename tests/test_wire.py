@@ -334,6 +334,20 @@ def test_key_encoding_round_trips_into_one_safe_token() -> None:
     assert len(set(tokens)) == len(keys)
 
 
+def test_foreign_tokens_decode_without_raising() -> None:
+    # Someone else's message on a docket subject must not crash a worker.
+    for token in ["=ZZ", "=4", "abc=", "=FF", "=C3", "=E2=82"]:
+        assert isinstance(decode_key(token), str)
+
+
+async def test_a_foreign_message_is_parked_not_retried(docket: Docket, worker: Worker) -> None:
+    subject = f"{docket.names.prefix}.run.=ZZ"
+    await docket.connection.js.publish(subject, b"not an envelope")
+    await worker.run_until_finished()
+    (letter,) = await docket.dead_letters()
+    assert letter.key == "=ZZ" and letter.data == b"not an envelope"
+
+
 def test_plain_keys_stay_readable() -> None:
     for key in ["task-1", "user_42", "ABC", "0"]:
         assert encode_key(key) == key

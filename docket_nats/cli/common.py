@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 from typing import Any
 
 from ..docket import Docket
+from ..logging import FORMATS, configure
 
 
 class CommandError(Exception):
@@ -29,9 +29,17 @@ def add_docket_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--logging-level",
-        default=os.environ.get("DOCKET_LOGGING_LEVEL", "INFO"),
+        default=os.environ.get("DOCKET_LOGGING_LEVEL", "INFO").upper(),
+        type=str.upper,
         choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
-        help="log level (default: INFO)",
+        help="log level ($DOCKET_LOGGING_LEVEL; default: INFO)",
+    )
+    parser.add_argument(
+        "--logging-format",
+        default=os.environ.get("DOCKET_LOGGING_FORMAT") or None,
+        type=str.lower,
+        choices=list(FORMATS),
+        help="log format ($DOCKET_LOGGING_FORMAT; default: rich on a terminal, else plain)",
     )
 
 
@@ -40,5 +48,7 @@ def docket_from(arguments: argparse.Namespace, **options: Any) -> Docket:
 
 
 def configure_logging(arguments: argparse.Namespace) -> None:
-    level = getattr(arguments, "logging_level", "INFO")
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure(
+        format=getattr(arguments, "logging_format", None),
+        level=getattr(arguments, "logging_level", "INFO"),
+    )

@@ -117,5 +117,7 @@ def format_duration(seconds: float) -> str:
 
 
 def describe(execution: Execution) -> str:
-    """A run as log lines name it."""
-    return f"{execution.function_name}(...){{{execution.key}}}"
+    """A run as log lines name it: its call with only `Logged` arguments shown."""
+    from ..annotations import call_repr
+
+    return call_repr(execution)

@@ -17,7 +17,9 @@ class TaskLoggerAdapter(logging.LoggerAdapter[logging.Logger]):
     clash.
     """
 
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
         context: Mapping[str, object] = self.extra or {}
         extra = kwargs.get("extra")
         kwargs["extra"] = {**context, **extra} if extra else context
@@ -28,7 +30,7 @@ class _TaskLogger(Dependency):
     supplies_value = True
 
     async def __aenter__(self) -> logging.LoggerAdapter[logging.Logger]:
-        from ..runlog import task_fields  # runlog imports this package
+        from ..runlog import task_fields  # runlog imports the dependencies package
 
         execution = current_execution.get()
         worker = current_worker.get(None)

@@ -37,7 +37,14 @@ class RunScope:
 
     async def enter(self, dependency: Dependency) -> Any:
         """Enter a dependency for this run; it is exited when the run ends."""
+        if type(dependency).__aexit__ is _NOTHING_TO_EXIT:
+            # Most dependencies only produce a value (CurrentDocket, TaskKey,
+            # Retry, ...): skip the exit stack's bookkeeping for them.
+            return await dependency.__aenter__()
         return await self.stack.enter_async_context(dependency)
+
+
+_NOTHING_TO_EXIT = Dependency.__aexit__
 
 
 _current_scope: ContextVar[RunScope] = ContextVar("docket_nats_run_scope")

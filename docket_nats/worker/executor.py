@@ -25,8 +25,10 @@ from typing import TYPE_CHECKING, Any
 from nats.aio.msg import Msg
 
 from ..dependencies.base import TaskOutcome
+from ..dependencies.plans import plan_for
 from ..dependencies.running import run_task
 from ..execution import Execution, TaskFunction
+from ..runlog import log_finish, log_outcome, log_start
 from ..subjects import Names
 from ..wire import (
     ArgumentError,
@@ -84,6 +86,8 @@ class Executor(Actor):
         # The Worker tasks see as CurrentWorker() (and whose dependencies= wrap
         # every run); set by the Worker that starts this executor.
         self.worker: Worker | None = None
+        # Deliveries a message may have before it is parked instead of run.
+        self.max_deliveries = MAX_DELIVERIES
         # Delivered messages wait here (prefetched) until one of `concurrency`
         # run slots is free; a deque so the lease keeper can renew them too.
         self.mailbox: deque[Msg] = deque()
@@ -122,19 +126,19 @@ class Executor(Actor):
         A held (prefetched, not started) message was purged from the stream by the
         cancel/replace, but this worker already has it: without this it would run.
         """
-        found = False
-        for message in list(self.mailbox):
-            if Names.key_of(message.subject) != key:
-                continue
-            if (
-                superseded_before is not None
-                and message.metadata.sequence.stream >= superseded_before
-            ):
-                continue
+        void = [
+            message
+            for message in self.mailbox
+            if Names.key_of(message.subject) == key
+            and (superseded_before is None or message.metadata.sequence.stream < superseded_before)
+        ]
+        # Take them all out before the first await, so that nothing starts them.
+        for message in void:
             self.mailbox.remove(message)
             self.slots.give_back()
-            found = True
+        for message in void:
             await _quietly(message.ack())  # already purged: the ack only settles it
+        found = bool(void)
         if superseded_before is not None:
             return found
         for entry in list(self.running.values()):
@@ -158,7 +162,7 @@ class Executor(Actor):
             if self.shutting_down or entry.execution is None:
                 await _quietly(message.nak())
                 raise
-            logger.info("%s cancelled", _call_line(entry.execution))
+            log_outcome(entry.execution, "cancelled", time.monotonic() - entry.started)
             await message.ack()
         except Exception:
             logger.exception("internal error while handling a task; handing it back")
@@ -172,13 +176,19 @@ class Executor(Actor):
         """Decode and resolve; park what can never run; None when nothing runs."""
         key = Names.key_of(message.subject)
         delivered = message.metadata.num_delivered
-        if delivered > MAX_DELIVERIES:
-            await self.park(message, key, None, f"delivered {delivered} times without finishing")
-            return None
         try:
             envelope = decode_envelope(message.data)
         except UndecodableMessage as error:
             await self.park(message, key, None, str(error))
+            return None
+        if delivered > self.max_deliveries:
+            await self.park(
+                message,
+                key,
+                envelope.function,
+                f"delivered {delivered} times without finishing (the limit is "
+                f"{self.max_deliveries}): its workers died or were stopped each time",
+            )
             return None
         function = self.docket.tasks.get(envelope.function) or self.fallback_task
         if function is None:
@@ -192,6 +202,7 @@ class Executor(Actor):
             return None
         try:
             args, kwargs = task_signature(function).decode(envelope, self.docket.allow_pickle)
+            _check_binding(function, args, kwargs)
         except ArgumentError as error:
             await self.park(message, key, envelope.function, str(error))
             return None
@@ -223,19 +234,14 @@ class Executor(Actor):
             # Delivered before its time (clock skew between hosts): hold it.
             await asyncio.sleep(early)
         if self.docket.strike_list.is_struck(execution):
-            logger.info("%s struck: not running it", _call_line(execution))
+            log_outcome(execution, "struck")
             return
         self.on_started(execution)
-        line = _call_line(execution)
-        logger.info("↪ %s", line)
+        log_start(execution, self.worker_name)
         outcome, handled = await self._call(execution)
         if handled:  # a Retry / Perpetual took the outcome over and logged it
             return
-        elapsed = outcome.duration.total_seconds()
-        if outcome.exception is not None:
-            logger.error("↩ [%.3fs] %s failed", elapsed, line, exc_info=outcome.exception)
-            return
-        logger.info("↩ [%.3fs] %s", elapsed, line)
+        log_finish(execution, outcome, self.worker_name)
 
     async def _call(self, execution: Execution) -> tuple[TaskOutcome, bool]:
         """Run the task with its dependencies and outcome hooks (see dependencies.running).
@@ -278,8 +284,28 @@ class Executor(Actor):
         self.threads.shutdown(wait=False, cancel_futures=True)
 
 
-def _call_line(execution: Execution) -> str:
-    return f"{execution.function_name}(...){{{execution.key}}}"
+def _check_binding(function: TaskFunction, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Refuse arguments that can never bind: a required parameter missing, or
+    one given twice. Parameters a dependency supplies need no argument."""
+    supplied = plan_for(function).parameters
+    parameters = task_signature(function).signature.parameters  # cached
+    for index, parameter in enumerate(parameters.values()):
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            continue
+        positional = parameter.kind is not parameter.KEYWORD_ONLY and index < len(args)
+        if positional and parameter.name in kwargs:
+            raise ArgumentError(
+                f"{function.__name__}() got multiple values for argument {parameter.name!r}"
+            )
+        if (
+            not positional
+            and parameter.name not in kwargs
+            and parameter.name not in supplied
+            and parameter.default is parameter.empty
+        ):
+            raise ArgumentError(
+                f"{function.__name__}() is missing the required argument {parameter.name!r}"
+            )
 
 
 async def _quietly(awaitable: Any) -> None:

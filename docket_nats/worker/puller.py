@@ -80,8 +80,11 @@ class Puller(Actor):
                     async with asyncio.timeout(IDLE_HEARTBEAT):
                         await self.slots.changed.wait()
                 except TimeoutError:
-                    self._check_silence()
+                    pass
                 self.slots.changed.clear()
+                # Every round, not only when idle: a busy worker whose request
+                # died with the server must notice it too.
+                self._check_silence()
         finally:
             await _quietly_unsubscribe(subscription)
 

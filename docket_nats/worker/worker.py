@@ -149,22 +149,21 @@ class Worker:
 
     async def _ensure_consumer(self) -> None:
         names = self.docket.names
+        ack_wait = self.redelivery_timeout.total_seconds()
         config = api.ConsumerConfig(
             name=names.consumer,
             durable_name=names.consumer,
             filter_subject=names.run_filter,
             ack_policy=api.AckPolicy.EXPLICIT,
             deliver_policy=api.DeliverPolicy.ALL,
-            ack_wait=self.redelivery_timeout.total_seconds(),
+            ack_wait=ack_wait,
             max_deliver=-1,
             max_ack_pending=MAX_ACK_PENDING,
             max_waiting=4096,
             num_replicas=self.docket.replicas,
         )
         # Running workers renew by the new ack wait before it takes effect.
-        await announce_ack_wait(
-            self.docket.connection.nc, names.ack_wait_notice, self.redelivery_timeout.total_seconds()
-        )
+        await announce_ack_wait(self.docket.connection.nc, names.ack_wait_notice, ack_wait)
         await self.docket.connection.js.add_consumer(names.stream, config)  # pyright: ignore[reportUnknownMemberType]
 
     def _start_actors(self) -> None:
@@ -301,6 +300,8 @@ class Worker:
 
     async def _forget_heartbeat(self) -> None:
         """A worker that stops cleanly leaves the live list at once, not after its TTL."""
+        if not self.docket.connection.nc.is_connected:
+            return  # no server to tell: the entry expires with its TTL
         try:
             # A stream purge leaves no tombstone behind (a KV delete would, per worker).
             bucket = self.docket.names.bucket("workers")
