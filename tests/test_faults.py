@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from docket_nats import Docket, Worker
+from docket_nats import CurrentDocket, Docket, TaskKey, Worker
 from docket_nats.cli import build_parser
 from docket_nats.cli.dead_letters import list_dead_letters
 from docket_nats.wire import TaskEnvelope, encode_envelope
@@ -345,3 +345,22 @@ async def test_cancelling_run_until_finished_always_ends_it_promptly(docket: Doc
         await docket.cancel("later")
         await docket.cancel("linger")
         await prove_still_working(docket, worker)
+
+
+async def test_run_until_finished_does_not_end_while_a_task_replaces_itself(
+    docket: Docket, worker: Worker
+) -> None:
+    """A replace purges the running task's own message before publishing the next,
+    so the stream is empty for a moment while work remains: that moment must not
+    end the run (it did, about one run in ten, before the emptiness check was
+    made twice around an idle check)."""
+    runs: list[str] = []
+
+    async def again(key: str = TaskKey(), docket: Docket = CurrentDocket()) -> None:
+        runs.append(key)
+        await docket.replace(again, when=datetime.now(UTC) + timedelta(milliseconds=20), key=key)()
+
+    for round_ in range(15):
+        await docket.add(again, key=f"loop-{round_}")()
+        await worker.run_at_most({f"loop-{round_}": 3})
+        assert runs.count(f"loop-{round_}") == 3, runs
