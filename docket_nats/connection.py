@@ -8,12 +8,13 @@ reconnection, and creates or updates the streams idempotently.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -27,6 +28,18 @@ logger = logging.getLogger("docket_nats.connection")
 
 # Dead letters stay for a week: long enough for someone to look, bounded on disk.
 DEAD_LETTER_MAX_AGE = 7 * 24 * 3600.0
+
+# How long a publish keeps retrying while a stream has no leader (a Raft election
+# after a node died takes ~4 s, NOTES §4) or its ack is lost. Well inside the
+# streams' 2-minute duplicate window, so a retry of a publish that did land is
+# recognised by its Nats-Msg-Id and not stored twice.
+PUBLISH_RETRY_FOR = 30.0
+MSG_ID = "Nats-Msg-Id"
+
+# Options of ours that are not nats.connect's.
+_OWN_OPTIONS = frozenset(
+    {"request_timeout", "publish_retry_for", "reconnected_cb", "disconnected_cb", "error_cb"}
+)
 
 DocketURL = str | Sequence[str] | None
 
@@ -99,6 +112,10 @@ class Connection:
     def request_timeout(self) -> float:
         return float(self.options.get("request_timeout", 10.0))
 
+    @property
+    def publish_retry_for(self) -> float:
+        return float(self.options.get("publish_retry_for", PUBLISH_RETRY_FOR))
+
     async def publish(
         self, subject: str, data: bytes, headers: dict[str, str] | None = None
     ) -> api.PubAck:
@@ -124,17 +141,30 @@ class Connection:
         else:
             self.resolved = list(self.url)
 
+        # Callbacks given in connect_options run after ours (not instead of them).
+        theirs: dict[str, Any] = {
+            name: self.options[name]
+            for name in ("reconnected_cb", "disconnected_cb", "error_cb")
+            if self.options.get(name) is not None
+        }
+
         async def reconnected() -> None:
             logger.info("reconnected to NATS at %s", self.nc.connected_url)
             for listener in list(self._reconnect_listeners):
                 listener()
+            if "reconnected_cb" in theirs:
+                await theirs["reconnected_cb"]()
 
         async def disconnected() -> None:
             if self.client is not None:  # not our own close()
                 logger.warning("disconnected from NATS; reconnecting")
+            if "disconnected_cb" in theirs:
+                await theirs["disconnected_cb"]()
 
         async def error(exception: Exception) -> None:
             logger.warning("NATS connection error: %s", exception)
+            if "error_cb" in theirs:
+                await theirs["error_cb"](exception)
 
         options: dict[str, Any] = {
             "name": client_name,
@@ -145,7 +175,7 @@ class Connection:
             # Tasks must not be lost while reconnecting: buffer publishes.
             "pending_size": 64 * 1024 * 1024,
         }
-        options.update({k: v for k, v in self.options.items() if k != "request_timeout"})
+        options.update({k: v for k, v in self.options.items() if k not in _OWN_OPTIONS})
         try:
             self.client = await nats.connect(  # pyright: ignore[reportUnknownMemberType]
                 servers=self.resolved,
@@ -160,7 +190,9 @@ class Connection:
         self._js = self.client.jetstream(  # pyright: ignore[reportUnknownMemberType]
             timeout=self.request_timeout
         )
-        self._publisher = await Publisher.start(self.client, self.request_timeout)
+        self._publisher = await Publisher.start(
+            self.client, self.request_timeout, self.publish_retry_for
+        )
 
     async def ensure_streams(self, names: Names, replicas: int) -> None:
         js = self.js
@@ -181,10 +213,14 @@ class Connection:
                 logger.debug("could not drain the NATS connection: %s", error)
                 try:
                     await client.close()
-                except Exception as error:
-                    # nats-py 2.16 flushes its reconnect buffer into the dead
-                    # socket on close and raises; nothing is left to do about it.
-                    logger.warning("closed the NATS connection while disconnected: %s", error)
+                except (Exception, asyncio.CancelledError) as error:
+                    # Closing while reconnecting, nats-py 2.16 may flush its buffer
+                    # into the dead socket and raise, or leak the CancelledError of
+                    # its own reconnection task; only a cancellation of ours counts.
+                    task = asyncio.current_task()
+                    if isinstance(error, asyncio.CancelledError) and task and task.cancelling():
+                        raise
+                    logger.warning("closed the NATS connection while disconnected: %r", error)
         await self._release_local()
 
     async def _release_local(self) -> None:
@@ -202,18 +238,34 @@ class Publisher:
     refused publish's error inside its subscription callback instead of failing
     the future (so a duplicate key would surface as a timeout). This does the
     same pipelining and delivers both outcomes.
+
+    In a cluster a stream is unwritable for a few seconds after its leader dies
+    (no responders, or no ack at all): the publish is retried with backoff for
+    `retry_for` seconds. Every publish carries a Nats-Msg-Id, so a retry of one
+    that did land (its ack was lost) is acked as a duplicate, not stored again -
+    and not refused by an expected-last-sequence check either, which the server
+    evaluates after the duplicate check.
     """
 
-    def __init__(self, nc: Client, prefix: str, ack_timeout: float) -> None:
+    def __init__(
+        self, nc: Client, prefix: str, ack_timeout: float, retry_for: float = PUBLISH_RETRY_FOR
+    ) -> None:
         self.nc = nc
         self.prefix = prefix
         self.ack_timeout = ack_timeout
+        self.retry_for = retry_for
         self.pending: dict[str, asyncio.Future[api.PubAck]] = {}
         self._next = 0
+        # Message ids: unique per publisher (a NUID) plus a counter; a uuid4 per
+        # publish costs a system call each.
+        self._ids = f"{prefix.rsplit('.', 2)[-2]}."
+        self._next_id = 0
 
     @classmethod
-    async def start(cls, nc: Client, ack_timeout: float) -> Publisher:
-        publisher = cls(nc, f"{nc.new_inbox()}.", ack_timeout)
+    async def start(
+        cls, nc: Client, ack_timeout: float, retry_for: float = PUBLISH_RETRY_FOR
+    ) -> Publisher:
+        publisher = cls(nc, f"{nc.new_inbox()}.", ack_timeout, retry_for)
         await nc.subscribe(  # pyright: ignore[reportUnknownMemberType]
             publisher.prefix + "*", cb=publisher._on_reply
         )
@@ -222,15 +274,36 @@ class Publisher:
     async def publish(
         self, subject: str, data: bytes, headers: dict[str, str] | None
     ) -> api.PubAck:
+        headers = dict(headers or {})
+        if MSG_ID not in headers:
+            self._next_id += 1
+            headers[MSG_ID] = f"{self._ids}{self._next_id}"
+        deadline = time.monotonic() + self.retry_for
+        backoff = 0.05
+        while True:
+            try:
+                return await self._publish_once(subject, data, headers)
+            except (NoStreamResponseError, TimeoutError) as error:
+                if self.nc.is_closed or time.monotonic() + backoff > deadline:
+                    raise
+                logger.debug("publish to %s failed (%r); retrying", subject, error)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
+
+    async def _publish_once(self, subject: str, data: bytes, headers: dict[str, str]) -> api.PubAck:
         self._next += 1
         token = str(self._next)
-        future: asyncio.Future[api.PubAck] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[api.PubAck] = loop.create_future()
         self.pending[token] = future
+        # A timer handle rather than asyncio.timeout(): a tenth of the cost, and
+        # this runs once per add.
+        expiry = loop.call_later(self.ack_timeout, _expire, future)
         try:
             await self.nc.publish(subject, data, reply=self.prefix + token, headers=headers)
-            async with asyncio.timeout(self.ack_timeout):
-                return await future
+            return await future
         finally:
+            expiry.cancel()
             self.pending.pop(token, None)
 
     async def _on_reply(self, message: Msg) -> None:
@@ -240,9 +313,27 @@ class Publisher:
         if message.headers and message.headers.get("Status") == "503":
             future.set_exception(NoStreamResponseError())
             return
-        response = json.loads(message.data)
-        error = response.get("error")
-        if error is not None:
-            future.set_exception(APIError(**error))
+        reply = _pub_ack_decoder.decode(message.data)
+        if reply.error is not None:
+            future.set_exception(APIError(**reply.error))
         else:
-            future.set_result(api.PubAck.from_response(response))
+            future.set_result(
+                api.PubAck(stream=reply.stream, seq=reply.seq, duplicate=reply.duplicate)
+            )
+
+
+class _PubAckReply(msgspec.Struct):
+    """The server's reply to a JetStream publish (decoded with msgspec: hot path)."""
+
+    stream: str = ""
+    seq: int = 0
+    duplicate: bool = False
+    error: dict[str, Any] | None = None
+
+
+_pub_ack_decoder = msgspec.json.Decoder(_PubAckReply)
+
+
+def _expire(future: asyncio.Future[api.PubAck]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError("no acknowledgement from JetStream"))
