@@ -9,19 +9,25 @@ from . import tasks
 from .agenda import Agenda
 from .annotations import Logged
 from .dependencies import (
+    AdmissionBlocked,
+    ConcurrencyLimit,
+    Cooldown,
     Cron,
     CurrentDocket,
     CurrentExecution,
     CurrentWorker,
+    Debounce,
     Depends,
     ExponentialRetry,
     Perpetual,
+    RateLimit,
     Retry,
     TaskArgument,
     TaskKey,
     Timeout,
 )
 from .dependencies.logger import TaskLogger
+from .dependencies.progress import Progress
 from .docket import Docket
 from .execution import (
     Disposition,
@@ -30,6 +36,8 @@ from .execution import (
     ExecutionState,
     TaskCall,
 )
+from .progress import ExecutionProgress
+from .snapshot import DocketSnapshot, RunningExecution
 from .strikes import StrikeList
 from .worker import Worker
 
@@ -39,21 +47,30 @@ except PackageNotFoundError:  # running from a checkout without installing
     __version__ = "0.0.0"
 
 __all__ = [
+    "AdmissionBlocked",
     "Agenda",
+    "ConcurrencyLimit",
+    "Cooldown",
     "Cron",
     "CurrentDocket",
     "CurrentExecution",
     "CurrentWorker",
+    "Debounce",
     "Depends",
     "Disposition",
     "Docket",
+    "DocketSnapshot",
     "Execution",
     "ExecutionCancelled",
+    "ExecutionProgress",
     "ExecutionState",
     "ExponentialRetry",
     "Logged",
     "Perpetual",
+    "Progress",
+    "RateLimit",
     "Retry",
+    "RunningExecution",
     "StrikeList",
     "TaskArgument",
     "TaskCall",

@@ -31,8 +31,8 @@ DEAD_LETTER_MAX_AGE = 7 * 24 * 3600.0
 
 # How long a publish keeps retrying while a stream has no leader (a Raft election
 # after a node died takes ~4 s, NOTES §4) or its ack is lost. Well inside the
-# streams' 2-minute duplicate window, so a retry of a publish that did land is
-# recognised by its Nats-Msg-Id and not stored twice.
+# streams' 2-minute duplicate window (see Publisher for why a retry of a publish
+# that did land is not stored twice).
 PUBLISH_RETRY_FOR = 30.0
 MSG_ID = "Nats-Msg-Id"
 
@@ -241,10 +241,12 @@ class Publisher:
 
     In a cluster a stream is unwritable for a few seconds after its leader dies
     (no responders, or no ack at all): the publish is retried with backoff for
-    `retry_for` seconds. Every publish carries a Nats-Msg-Id, so a retry of one
-    that did land (its ack was lost) is acked as a duplicate, not stored again -
-    and not refused by an expected-last-sequence check either, which the server
-    evaluates after the duplicate check.
+    `retry_for` seconds. A retry of a publish that did land (its ack was lost) is
+    never stored twice: while the first copy is queued, the key's expected-last-
+    sequence check refuses it (the server checks that before the Msg-Id, so the
+    caller sees "already scheduled"); once the copy has run and left the work
+    queue, the Nats-Msg-Id every publish carries makes it a duplicate (2-minute
+    window). tests/test_cluster.py shows both.
     """
 
     def __init__(

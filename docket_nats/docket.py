@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any, ParamSpec, Self, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, Self, TypeVar, overload
 
 from nats.js.errors import APIError, NotFoundError
 
@@ -24,10 +24,15 @@ from .connection import Connection, DocketURL
 from .dependencies.plans import plan_for
 from .execution import Disposition, Execution, TaskCall, TaskFunction
 from .heartbeats import WorkerInfo, heartbeat_bucket, live_workers
+from .state import ensure_bucket as ensure_execution_bucket
+from .state import get_execution, queued_or_scheduled, record_cancelled
 from .strike_rules import LiteralOperator, Operator
 from .strikes import StrikeList
 from .subjects import DOCKET_WHEN, Names
 from .wire import DeadLetter, TaskEnvelope, decode_dead_letter, encode_envelope, task_signature
+
+if TYPE_CHECKING:
+    from .snapshot import DocketSnapshot
 
 logger = logging.getLogger("docket_nats.docket")
 
@@ -111,6 +116,7 @@ class Docket:
         try:
             await self.connection.ensure_streams(self.names, self.replicas)
             await self.strike_list.start(self.connection.js, self.connection)
+            await ensure_execution_bucket(self)
         except BaseException:
             await self.connection.close()
             raise
@@ -273,6 +279,7 @@ class Docket:
         """Remove a scheduled or queued task; ask the worker running it to stop."""
         await self._purge(key)
         await self.connection.nc.publish(self.names.cancel(key), b"")
+        await record_cancelled(self, key)
 
     # -- strikes (see strikes.py) -------------------------------------------------
 
@@ -317,6 +324,26 @@ class Docket:
         if function is None or isinstance(function, str):
             return function, self.tasks.get(function) if function else None
         return function.__name__, function
+
+    # -- observability (see state.py, snapshot.py) ------------------------------
+
+    async def get_execution(self, key: str) -> Execution | None:
+        """The execution under `key` (scheduled, queued, running or recently
+        finished), or None when nothing is known of it."""
+        return await get_execution(self, key)
+
+    async def snapshot(self, limit: int = 1000) -> DocketSnapshot:
+        """Counts of future and running tasks, up to `limit` of each listed, and
+        the live workers (see snapshot.py)."""
+        from .snapshot import take_snapshot
+
+        return await take_snapshot(self, limit)
+
+    async def clear(self) -> int:
+        """Remove every scheduled and queued task (running ones go on); returns how many."""
+        from .snapshot import clear
+
+        return await clear(self)
 
     # -- workers ---------------------------------------------------------------
 
@@ -436,6 +463,7 @@ class Docket:
                 execution.disposition = Disposition.ALREADY_SCHEDULED
                 continue
             execution.disposition = Disposition.SCHEDULED
+            execution.state = queued_or_scheduled(self.names, subject)
             if replace:
                 # The purge cannot reach a copy a worker already prefetched: tell
                 # workers that copies older than this one are void (not to run).

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import enum
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
 
     from .docket import Docket
+    from .progress import ExecutionProgress
+    from .state import ExecutionRecord, ProgressEvent, StateEvent
 
 TaskFunction = Callable[..., Awaitable[Any]] | Callable[..., Any]
 
@@ -84,6 +86,14 @@ class Execution:
         # The JetStream message this run came from (worker side only): its
         # stream sequence is what a reschedule hands the key over from.
         self.message = message
+        # Lifecycle, as workers record it (see state.py); refreshed by sync().
+        self.state = ExecutionState.SCHEDULED
+        self.worker: str | None = None
+        self.started_at: datetime | None = None
+        self.completed_at: datetime | None = None
+        self.error: str | None = None
+        self.result_record: ExecutionRecord | None = None
+        self._progress: ExecutionProgress | None = None
 
     @property
     def docket(self) -> Docket:
@@ -113,6 +123,57 @@ class Execution:
     def redelivered(self) -> bool:
         """True when JetStream delivered this run before (its worker died or stalled)."""
         return self.message is not None and self.message.metadata.num_delivered > 1
+
+    @property
+    def progress(self) -> ExecutionProgress:
+        """What the task reported with `Progress()` (made on first use)."""
+        if self._progress is None:
+            from .progress import ExecutionProgress
+
+            self._progress = ExecutionProgress(self._docket, self._key, self)
+        return self._progress
+
+    @property
+    def progress_reported(self) -> bool:
+        return self._progress is not None and self._progress.updated_at is not None
+
+    @property
+    def result_key(self) -> str | None:
+        """docket's attribute: where a stored result lives (here: the key's record)."""
+        record = self.result_record
+        return self._key if record is not None and record.result is not None else None
+
+    async def sync(self) -> None:
+        """Refresh state, worker, times, error and progress from NATS."""
+        from .state import sync
+
+        await sync(self)
+
+    async def get_result(
+        self,
+        *,
+        timeout: timedelta | None = None,  # noqa: ASYNC109  (docket's signature)
+        deadline: datetime | None = None,
+    ) -> Any:
+        """Wait for the task to finish; return its value or raise its exception.
+
+        Raises ExecutionCancelled when it was cancelled, TimeoutError when the
+        timeout / deadline passes first, and `results.ResultUnavailable` when it
+        completed with a value that could not be stored.
+        """
+        from .state import get_result
+
+        if timeout is not None and deadline is not None:
+            raise ValueError("give a timeout or a deadline, not both")
+        if timeout is not None:
+            deadline = datetime.now(UTC) + timeout
+        return await get_result(self, deadline)
+
+    def subscribe(self) -> AsyncIterator[StateEvent | ProgressEvent]:
+        """The current state and progress, then every change (see state.subscribe)."""
+        from .state import subscribe
+
+        return subscribe(self)
 
     def call_repr(self) -> str:
         """This run as log lines show it: `name(logged arguments){key}` (see `Logged`)."""

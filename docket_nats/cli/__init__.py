@@ -11,7 +11,19 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from . import common, dead_letters, server, strikes, tasks, worker
+from . import (
+    clear,
+    common,
+    dead_letters,
+    server,
+    snapshot,
+    strikes,
+    tasks,
+    version,
+    watch,
+    worker,
+    workers,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,7 +32,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Distributed background tasks on NATS JetStream (docket's API).",
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (worker, server, tasks, dead_letters, strikes):
+    for module in (
+        worker,
+        server,
+        tasks,
+        dead_letters,
+        strikes,
+        snapshot,
+        watch,
+        workers,
+        clear,
+        version,
+    ):
         module.register(subparsers)
     return parser
 

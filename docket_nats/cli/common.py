@@ -28,6 +28,25 @@ def add_docket_options(parser: argparse.ArgumentParser) -> None:
         help="docket name ($DOCKET_NAME; default: docket)",
     )
     parser.add_argument(
+        "--replicas",
+        type=int,
+        default=int(os.environ.get("DOCKET_REPLICAS", "1")),
+        help="JetStream replicas of the docket's streams and buckets, 1 or 3 on a "
+        "cluster ($DOCKET_REPLICAS; default: 1)",
+    )
+    parser.add_argument(
+        "--credentials",
+        default=os.environ.get("DOCKET_CREDENTIALS") or None,
+        help="NATS .creds file (JWT + nkey seed) to authenticate with "
+        "($DOCKET_CREDENTIALS); user:password can go in the URL instead",
+    )
+    parser.add_argument(
+        "--inbox-prefix",
+        default=os.environ.get("DOCKET_INBOX_PREFIX") or None,
+        help="reply-subject prefix, when the server's permissions confine each role "
+        "to its own inboxes ($DOCKET_INBOX_PREFIX; default: _INBOX)",
+    )
+    parser.add_argument(
         "--logging-level",
         default=os.environ.get("DOCKET_LOGGING_LEVEL", "INFO").upper(),
         type=str.upper,
@@ -44,7 +63,20 @@ def add_docket_options(parser: argparse.ArgumentParser) -> None:
 
 
 def docket_from(arguments: argparse.Namespace, **options: Any) -> Docket:
-    return Docket(name=arguments.docket, url=arguments.url, **options)
+    connect_options: dict[str, Any] = {}
+    credentials = getattr(arguments, "credentials", None)
+    if credentials:
+        connect_options["user_credentials"] = credentials
+    inbox_prefix = getattr(arguments, "inbox_prefix", None)
+    if inbox_prefix:
+        connect_options["inbox_prefix"] = inbox_prefix
+    return Docket(
+        name=arguments.docket,
+        url=arguments.url,
+        replicas=getattr(arguments, "replicas", 1),
+        connect_options=connect_options,
+        **options,
+    )
 
 
 def configure_logging(arguments: argparse.Namespace) -> None:

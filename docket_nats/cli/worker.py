@@ -9,6 +9,7 @@ import signal
 from datetime import timedelta
 from typing import Any
 
+from ..metrics import serve_metrics
 from ..worker import Worker
 from .common import add_docket_options, docket_from
 
@@ -53,11 +54,20 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="accept pickled arguments (trusted producers only: unpickling runs code)",
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics on 127.0.0.1:PORT/metrics (0: a free port)",
+    )
     parser.set_defaults(handler=run_worker)
 
 
 async def run_worker(arguments: argparse.Namespace) -> int:
-    async with docket_from(arguments, allow_pickle=arguments.allow_pickle) as docket:
+    async with (
+        docket_from(arguments, allow_pickle=arguments.allow_pickle) as docket,
+        serve_metrics(docket, arguments.metrics_port),
+    ):
         for collection in arguments.tasks:
             docket.register_collection(collection)
         async with Worker(

@@ -7,6 +7,7 @@ One module per concern: `base` (Dependency, handler kinds, context variables),
 `perpetual`, `cron`, `retry`, `timeout`.
 """
 
+from .admission import AdmissionBlocked
 from .base import (
     CompletionHandler,
     Dependency,
@@ -18,21 +19,30 @@ from .base import (
     current_worker,
     format_duration,
 )
+from .concurrency import ConcurrencyBlocked, ConcurrencyLimit
 from .contextual import CurrentDocket, CurrentExecution, CurrentWorker, TaskArgument, TaskKey
+from .cooldown import Cooldown
 from .cron import Cron
+from .debounce import Debounce
 from .functional import DependencyFunction, Depends
 from .perpetual import Perpetual
 from .plans import plan_for
+from .ratelimit import RateLimit
 from .retry import ExponentialRetry, ForcedRetry, Retry
 from .running import DependencyError, run_task
 from .timeout import Timeout
 
 __all__ = [
+    "AdmissionBlocked",
     "CompletionHandler",
+    "ConcurrencyBlocked",
+    "ConcurrencyLimit",
+    "Cooldown",
     "Cron",
     "CurrentDocket",
     "CurrentExecution",
     "CurrentWorker",
+    "Debounce",
     "Dependency",
     "DependencyError",
     "DependencyFunction",
@@ -41,6 +51,7 @@ __all__ = [
     "FailureHandler",
     "ForcedRetry",
     "Perpetual",
+    "RateLimit",
     "Retry",
     "Runtime",
     "TaskArgument",

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from .admission import AdmissionBlocked, settle_blocked
 from .base import (
     CompletionHandler,
     Dependency,
@@ -96,6 +97,11 @@ async def run_task(
         raise
     outcome = _outcome(started, result=result, exception=exception)
     teardown_error = await _tear_down(scope, exception)
+    if isinstance(exception, AdmissionBlocked):
+        # A flow-control dependency refused the run: rescheduled or dropped,
+        # never a failure (no Retry, no Perpetual follow-up).
+        await settle_blocked(exception, worker)
+        return outcome, True
     if outcome.exception is None and teardown_error is not None:
         outcome.exception = teardown_error
     return outcome, await _handle(execution, outcome, resolved)
@@ -119,6 +125,8 @@ async def _resolve(
     for name, dependency in worker_dependencies.items():
         try:
             resolved.append(await scope.enter(dependency))
+        except AdmissionBlocked:
+            raise
         except Exception as error:
             failures[f"worker dependency {name!r}"] = error
     kwargs = dict(execution.kwargs)
@@ -133,6 +141,8 @@ async def _resolve(
             continue
         try:
             value = await scope.enter(dependency.for_parameter(name))
+        except AdmissionBlocked:
+            raise
         except Exception as error:
             failures[name] = error
             continue
@@ -143,6 +153,8 @@ async def _resolve(
         for wrapper in wrappers:
             try:
                 await scope.enter(wrapper.bind_to_parameter(name, argument))
+            except AdmissionBlocked:
+                raise
             except Exception as error:
                 failures[name] = error
     if failures:

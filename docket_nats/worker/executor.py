@@ -29,6 +29,7 @@ from ..dependencies.plans import plan_for
 from ..dependencies.running import run_task
 from ..execution import Execution, TaskFunction
 from ..runlog import log_finish, log_outcome, log_start
+from ..state import StateRecorder
 from ..subjects import Names
 from ..wire import (
     ArgumentError,
@@ -83,6 +84,7 @@ class Executor(Actor):
         self.slots = slots
         self.fallback_task = fallback_task
         self.on_started = on_started
+        self.recorder = StateRecorder(docket, worker_name)  # execution state and results
         # The Worker tasks see as CurrentWorker() (and whose dependencies= wrap
         # every run); set by the Worker that starts this executor.
         self.worker: Worker | None = None
@@ -163,6 +165,7 @@ class Executor(Actor):
                 await _quietly(message.nak())
                 raise
             log_outcome(entry.execution, "cancelled", time.monotonic() - entry.started)
+            await self.recorder.cancelled(entry.execution)
             await message.ack()
         except Exception:
             logger.exception("internal error while handling a task; handing it back")
@@ -237,8 +240,10 @@ class Executor(Actor):
             log_outcome(execution, "struck")
             return
         self.on_started(execution)
+        await self.recorder.started(execution)
         log_start(execution, self.worker_name)
         outcome, handled = await self._call(execution)
+        await self.recorder.finished(execution, outcome, handled)
         if handled:  # a Retry / Perpetual took the outcome over and logged it
             return
         log_finish(execution, outcome, self.worker_name)

@@ -332,7 +332,7 @@ class Worker:
         cancelled_before = _cancelling()
         try:
             while not self._stopping.is_set():
-                if self.slots.held == 0 and await self._docket_is_empty():
+                if await self._finished():
                     return
                 if _cancelling() > cancelled_before:
                     # Python 3.11's asyncio.wait_for (in nats-py's request) can
@@ -365,6 +365,23 @@ class Worker:
     def _count_execution(self, execution: Execution) -> None:
         if execution.key in self._execution_counts:
             self._execution_counts[execution.key] += 1
+
+    async def _finished(self) -> bool:
+        """Nothing held here and nothing in the stream, read twice around an idle
+        check: a running task can empty the stream for a moment (a replace purges
+        its own message before it publishes the next), and a task may start or
+        end while an answer is on its way."""
+        return (
+            self._idle()
+            and await self._docket_is_empty()
+            and self._idle()
+            and await self._docket_is_empty()
+        )
+
+    def _idle(self) -> bool:
+        """Holding no message: none running, prefetched or held until due."""
+        scheduler = self._scheduler
+        return self.slots.held == 0 and (scheduler is None or not scheduler.held())
 
     async def _docket_is_empty(self) -> bool:
         try:

@@ -1,0 +1,60 @@
+"""`docket-nats watch KEY`: follow one task's state and progress live."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from ..state import TERMINAL, ProgressEvent, StateEvent
+from .common import CommandError, add_docket_options, docket_from
+
+BAR_WIDTH = 30
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "watch",
+        help="follow a task's state and progress",
+        description="Print a task's state and progress as they change, until it ends.",
+    )
+    add_docket_options(parser)
+    parser.add_argument("key", help="the task key")
+    parser.add_argument("--json", action="store_true", help="one JSON event per line")
+    parser.set_defaults(handler=watch_task)
+
+
+def describe(event: StateEvent | ProgressEvent) -> str:
+    if event["type"] == "state":
+        worker = f" on {event['worker']}" if event["worker"] else ""
+        error = f": {event['error']}" if event["error"] else ""
+        return f"{event['state'].value}{worker}{error}"
+    if event["current"] is None:
+        return "no progress reported"
+    done = min(1.0, event["current"] / max(1, event["total"]))
+    filled = round(done * BAR_WIDTH)
+    bar = "#" * filled + "-" * (BAR_WIDTH - filled)
+    message = f" {event['message']}" if event["message"] else ""
+    return f"[{bar}] {event['current']}/{event['total']}{message}"
+
+
+async def watch_task(arguments: argparse.Namespace) -> int:
+    async with docket_from(arguments) as docket:
+        execution = await docket.get_execution(arguments.key)
+        if execution is None:
+            raise CommandError(f"no task with the key {arguments.key!r}")
+        async for event in execution.subscribe():
+            if arguments.json:
+                print(
+                    json.dumps(
+                        {**event, "state": event["state"].value}
+                        if event["type"] == "state"
+                        else event
+                    ),
+                    flush=True,
+                )
+            else:
+                print(describe(event), flush=True)
+            if event["type"] == "state" and event["state"] in TERMINAL:
+                break
+    return 0

@@ -1,0 +1,181 @@
+"""Prometheus metrics of the workers in this process, with docket's metric names.
+
+No dependency: a few counters, one gauge and two histograms kept in memory, fed
+by the state recorder (every run passes through it), and a tiny HTTP endpoint
+that renders them in the Prometheus text format. Queue depth, schedule depth and
+consumer lag are read from JetStream when scraped, never counted by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import AsyncGenerator
+from typing import TYPE_CHECKING
+
+from nats.js.errors import NotFoundError
+
+if TYPE_CHECKING:
+    from .docket import Docket
+
+logger = logging.getLogger("docket_nats.metrics")
+
+Labels = tuple[str, str]  # (docket name, task name)
+
+COUNTERS = {
+    "docket_tasks_started": "How many tasks started",
+    "docket_tasks_redelivered": "How many tasks started that were redelivered from another worker",
+    "docket_tasks_completed": "How many tasks that have completed in any state",
+    "docket_tasks_succeeded": "How many tasks that have succeeded",
+    "docket_tasks_failed": "How many tasks that have failed",
+    "docket_tasks_retried": "How many tasks that have been retried",
+    "docket_tasks_perpetuated": "How many tasks that have been self-perpetuated",
+    "docket_tasks_cancelled": "How many tasks cancelled while running",
+}
+BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0)
+HISTOGRAMS = {
+    "docket_task_duration": "How long tasks take to complete (seconds)",
+    "docket_task_punctuality": "How late a task started after its scheduled time (seconds)",
+}
+
+
+class Histogram:
+    def __init__(self) -> None:
+        self.counts = [0] * len(BUCKETS)
+        self.total = 0
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.total += 1
+        self.sum += value
+        for index, bound in enumerate(BUCKETS):
+            if value <= bound:
+                self.counts[index] += 1
+                break
+
+
+class Registry:
+    """The process's task metrics (one per process, like Prometheus clients')."""
+
+    def __init__(self) -> None:
+        self.counters: dict[str, dict[Labels, int]] = {name: defaultdict(int) for name in COUNTERS}
+        self.running: dict[Labels, int] = defaultdict(int)
+        self.histograms: dict[str, dict[Labels, Histogram]] = {
+            name: defaultdict(Histogram) for name in HISTOGRAMS
+        }
+
+    def count(self, name: str, labels: Labels) -> None:
+        self.counters[name][labels] += 1
+
+    def observe(self, name: str, labels: Labels, value: float) -> None:
+        self.histograms[name][labels].observe(value)
+
+    def render(self, depths: dict[str, dict[str, int]]) -> str:
+        lines: list[str] = []
+        for name, help_text in COUNTERS.items():
+            lines += [f"# HELP {name}_total {help_text}", f"# TYPE {name}_total counter"]
+            for labels, value in sorted(self.counters[name].items()):
+                lines.append(f"{name}_total{{{_labels(labels)}}} {value}")
+        lines += [
+            "# HELP docket_tasks_running How many tasks that are currently running",
+            "# TYPE docket_tasks_running gauge",
+        ]
+        for labels, value in sorted(self.running.items()):
+            lines.append(f"docket_tasks_running{{{_labels(labels)}}} {value}")
+        for name, help_text in HISTOGRAMS.items():
+            lines += [f"# HELP {name}_seconds {help_text}", f"# TYPE {name}_seconds histogram"]
+            for labels, histogram in sorted(self.histograms[name].items()):
+                base = _labels(labels)
+                cumulative = 0
+                for bound, count in zip(BUCKETS, histogram.counts, strict=True):
+                    cumulative += count
+                    lines.append(f'{name}_seconds_bucket{{{base},le="{bound}"}} {cumulative}')
+                lines.append(f'{name}_seconds_bucket{{{base},le="+Inf"}} {histogram.total}')
+                lines.append(f"{name}_seconds_sum{{{base}}} {histogram.sum}")
+                lines.append(f"{name}_seconds_count{{{base}}} {histogram.total}")
+        for name, help_text in (
+            ("docket_queue_depth", "How many tasks are due to be executed now"),
+            ("docket_schedule_depth", "How many tasks are scheduled for the future"),
+            ("docket_consumer_lag", "Runnable tasks not yet delivered to any worker"),
+        ):
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
+            for docket_name, value in sorted(depths.get(name, {}).items()):
+                lines.append(f'{name}{{docket="{_escape(docket_name)}"}} {value}')
+        return "\n".join(lines) + "\n"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _labels(labels: Labels) -> str:
+    return f'docket="{_escape(labels[0])}",task="{_escape(labels[1])}"'
+
+
+registry = Registry()
+
+
+async def depths(docket: Docket) -> dict[str, dict[str, int]]:
+    """Queue depth, schedule depth and consumer lag, from JetStream."""
+    js = docket.connection.js
+    info = await js.stream_info(docket.names.stream)
+    try:
+        consumer = await js.consumer_info(docket.names.stream, docket.names.consumer)
+        lag = consumer.num_pending or 0
+        runnable = lag + (consumer.num_ack_pending or 0)
+    except NotFoundError:
+        lag = runnable = 0
+    name = docket.name
+    return {
+        "docket_queue_depth": {name: runnable},
+        "docket_schedule_depth": {name: max(0, info.state.messages - runnable)},
+        "docket_consumer_lag": {name: lag},
+    }
+
+
+@contextlib.asynccontextmanager
+async def serve_metrics(
+    docket: Docket, port: int | None, host: str = "127.0.0.1"
+) -> AsyncGenerator[int | None]:
+    """Serve /metrics on `port` (0: a free one) while the block runs; None: no-op.
+
+    Yields the port actually bound.
+    """
+    if port is None:
+        yield None
+        return
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await reader.readuntil(b"\r\n\r\n")
+            path = request.split(b" ", 2)[1] if request.count(b" ") >= 2 else b"/"
+            if path.split(b"?")[0] != b"/metrics":
+                status, body = "404 Not Found", b"not found\n"
+            else:
+                try:
+                    measured = await depths(docket)
+                except Exception as error:  # scrape what we have while NATS is away
+                    logger.warning("could not read queue depths: %s", error)
+                    measured = {}
+                status, body = "200 OK", registry.render(measured).encode()
+            writer.write(
+                f"HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, host, port)
+    bound: int = server.sockets[0].getsockname()[1]
+    logger.info("serving metrics on http://%s:%d/metrics", host, bound)
+    try:
+        yield bound
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -1,0 +1,555 @@
+"""Execution state and results: what workers record, and how it is read back.
+
+Nothing is written when a task is added (`add()` stays one publish): a key's
+SCHEDULED or QUEUED state is its message in the work stream (`docket.N.sched.<key>`
+or `docket.N.run.<key>`). Workers record the rest in the KV bucket
+`docket-N-executions` under `state.<key>`: RUNNING when a run starts, then
+COMPLETED / FAILED / CANCELLED with the result, expiring after `execution_ttl`
+(a per-message TTL). The record carries the stream sequence of the run message it
+describes, so a reader can tell which is newer: a record for an older message than
+the one in the work stream (the key was added again, or a retry was scheduled)
+yields to the stream.
+
+Workers write with a plain core publish to the bucket's subject: the stream stores
+it, subscribers of the subject see it live, and the worker never waits for an ack.
+RUNNING is written only for runs still going after RUNNING_DELAY (20 ms), so a
+short task costs one publish (its end), not two.
+A worker that dies leaves RUNNING behind; the redelivered run overwrites it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
+
+import msgspec
+from nats.aio.msg import Msg
+from nats.js.errors import NotFoundError
+
+from .execution import ExecutionCancelled, ExecutionState
+from .metrics import registry as metrics
+from .results import (
+    ResultUnavailable,
+    StoredException,
+    decode_exception,
+    decode_result,
+    encode_exception,
+    encode_result,
+)
+from .subjects import Names, encode_key
+from .wire import UndecodableMessage, decode_envelope
+
+if TYPE_CHECKING:
+    from .dependencies.base import TaskOutcome
+    from .docket import Docket
+    from .execution import Execution
+
+logger = logging.getLogger("docket_nats.state")
+
+TERMINAL = (ExecutionState.COMPLETED, ExecutionState.FAILED, ExecutionState.CANCELLED)
+# A run shows as RUNNING once it has run this long (seconds): shorter runs are
+# recorded once, when they end, which keeps recording cheap (one publish per task).
+RUNNING_DELAY = 0.02
+# A record without a per-message TTL (RUNNING) still goes after this long.
+MINIMUM_BUCKET_AGE = timedelta(days=7)
+
+
+class ExecutionRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One key's latest run, as workers record it."""
+
+    v: int = 1
+    state: str
+    function: str = ""
+    when: datetime | None = None
+    attempt: int = 1
+    # The work stream sequence of the run message this record describes.
+    sequence: int = 0
+    worker: str | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    error: str | None = None
+    result: bytes | None = None
+    exception: StoredException | None = None
+    # Why a return value is missing although the task completed.
+    result_problem: str | None = None
+
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode_record = msgspec.msgpack.Decoder(ExecutionRecord).decode
+
+
+def bucket_name(names: Names) -> str:
+    return names.bucket("executions")
+
+
+def bucket_stream(names: Names) -> str:
+    return f"KV_{bucket_name(names)}"
+
+
+def state_subject(names: Names, key: str) -> str:
+    return f"$KV.{bucket_name(names)}.state.{encode_key(key)}"
+
+
+def progress_subject(names: Names, key: str) -> str:
+    return f"$KV.{bucket_name(names)}.progress.{encode_key(key)}"
+
+
+def ttl_header(ttl: timedelta) -> dict[str, str]:
+    # Whole seconds (see NOTES: nats-py and the server take "<n>s"); at least 1 s,
+    # so that a docket with execution_ttl=0 still lets a waiting caller read it.
+    return {"Nats-TTL": f"{max(1, math.ceil(ttl.total_seconds()))}s"}
+
+
+async def ensure_bucket(docket: Docket) -> None:
+    """Create the executions bucket if it does not exist yet (idempotent)."""
+    js = docket.connection.js
+    name = bucket_name(docket.names)
+    try:
+        await js.key_value(name)
+    except NotFoundError:
+        age = max(MINIMUM_BUCKET_AGE, docket.execution_ttl * 2)
+        try:
+            await js.create_key_value(  # pyright: ignore[reportUnknownMemberType]
+                bucket=name, history=1, replicas=docket.replicas, ttl=age.total_seconds()
+            )
+        except Exception:  # (created concurrently by another process)
+            await js.key_value(name)
+
+
+# -- writing (worker side) ------------------------------------------------------
+
+
+# Runs of this process whose RUNNING record is not written yet, oldest first:
+# id(execution) -> (recorder, execution, monotonic start). One ticker writes the
+# ones that are still going after RUNNING_DELAY; a run's final write removes it.
+# Removing an entry and enqueueing its publish happen in one step (nats-py queues
+# a publish before its first await), so RUNNING can never land after the end.
+_waiting: dict[int, tuple[StateRecorder, Execution, float]] = {}
+_ticker: asyncio.Task[None] | None = None
+
+
+def _await_running(recorder: StateRecorder, execution: Execution) -> None:
+    global _ticker
+    _waiting[id(execution)] = (recorder, execution, time.monotonic())
+    if _ticker is not None and not _ticker.done():
+        if len(_waiting) > 1:
+            return  # the common case: the ticker of this loop is alive and busy
+        if _ticker.get_loop() is asyncio.get_running_loop():
+            return
+    # (None yet, or the ticker of a loop that is gone: start one on this loop.)
+    _ticker = asyncio.get_running_loop().create_task(_tick())
+
+
+async def _tick() -> None:
+    global _ticker
+    try:
+        while _waiting:
+            await asyncio.sleep(RUNNING_DELAY)
+            due = time.monotonic() - RUNNING_DELAY
+            for identity, (_, _, since) in list(_waiting.items()):
+                if since > due:
+                    break
+                entry = _waiting.pop(identity, None)
+                if entry is not None:  # else it ended while we wrote others
+                    await entry[0].write_running(entry[1])
+    finally:
+        _ticker = None
+
+
+async def report_running(execution: Execution) -> None:
+    """Progress implies RUNNING: write it now if it is still waiting, so that
+    readers never see progress for a run that is not RUNNING yet."""
+    entry = _waiting.pop(id(execution), None)
+    if entry is not None:
+        await entry[0].write_running(execution)
+
+
+class StateRecorder:
+    """Records the runs of one worker; every write is a publish without an ack."""
+
+    # Off only to measure what recording costs (benchmarks): docket has no such switch.
+    enabled: bool = True
+
+    def __init__(self, docket: Docket, worker_name: str) -> None:
+        self.docket = docket
+        self.worker_name = worker_name
+        # Made once: these are on every task's path.
+        self._max_size = docket.connection.nc.max_payload - 1024
+        self._state_prefix = f"$KV.{bucket_name(docket.names)}.state."
+        self._finished_headers = ttl_header(docket.execution_ttl)
+
+    async def started(self, execution: Execution) -> None:
+        now = datetime.now(UTC)
+        labels = (self.docket.name, execution.function_name)
+        metrics.count("docket_tasks_started", labels)
+        if execution.redelivered:
+            metrics.count("docket_tasks_redelivered", labels)
+        metrics.running[labels] += 1
+        metrics.observe("docket_task_punctuality", labels, (now - execution.when).total_seconds())
+        if not self.enabled:
+            return
+        execution.state = ExecutionState.RUNNING
+        execution.worker = self.worker_name
+        execution.started_at = now
+        # Written only if the run is still going RUNNING_DELAY later: most tasks
+        # are shorter, and their one finished write says all (see the module doc).
+        _await_running(self, execution)
+
+    async def write_running(self, execution: Execution) -> None:
+        await self._write(execution, self._record(execution, ExecutionState.RUNNING), None)
+
+    async def finished(self, execution: Execution, outcome: TaskOutcome, handled: bool) -> None:
+        """Record how a run ended; a failure a Retry took over is no end (the retry
+        is in the work stream, newer than this record)."""
+        labels = (self.docket.name, execution.function_name)
+        metrics.running[labels] -= 1
+        metrics.observe("docket_task_duration", labels, outcome.duration.total_seconds())
+        if handled:
+            retried = outcome.exception is not None
+            metrics.count("docket_tasks_retried" if retried else "docket_tasks_perpetuated", labels)
+        if not (handled and outcome.exception is not None):
+            metrics.count("docket_tasks_completed", labels)
+            failed = outcome.exception is not None
+            metrics.count("docket_tasks_failed" if failed else "docket_tasks_succeeded", labels)
+        _waiting.pop(id(execution), None)
+        if not self.enabled or (handled and outcome.exception is not None):
+            return
+        allow_pickle = self.docket.allow_pickle
+        if outcome.exception is None:
+            record = self._record(execution, ExecutionState.COMPLETED)
+            record.result, record.result_problem = encode_result(outcome.result, allow_pickle)
+            if record.result_problem is not None:
+                logger.warning("task %r: %s", execution.key, record.result_problem)
+        else:
+            record = self._record(execution, ExecutionState.FAILED)
+            record.error = f"{type(outcome.exception).__name__}: {outcome.exception}"
+            record.exception = encode_exception(outcome.exception, allow_pickle)
+        await self._finish(execution, record)
+
+    async def cancelled(self, execution: Execution) -> None:
+        labels = (self.docket.name, execution.function_name)
+        metrics.running[labels] -= 1
+        metrics.count("docket_tasks_cancelled", labels)
+        metrics.count("docket_tasks_completed", labels)
+        _waiting.pop(id(execution), None)
+        if self.enabled:
+            await self._finish(execution, self._record(execution, ExecutionState.CANCELLED))
+
+    async def _finish(self, execution: Execution, record: ExecutionRecord) -> None:
+        record.completed_at = datetime.now(UTC)
+        execution.state = ExecutionState(record.state)
+        execution.completed_at = record.completed_at
+        execution.error = record.error
+        await self._write(execution, record, self._finished_headers)
+        if execution.progress_reported:
+            # Progress is for running tasks: let it go with the run.
+            await self._publish(
+                progress_subject(self.docket.names, execution.key),
+                b"",
+                {"KV-Operation": "PURGE", "Nats-Rollup": "sub"},
+            )
+
+    def _record(self, execution: Execution, state: ExecutionState) -> ExecutionRecord:
+        message = execution.message
+        return ExecutionRecord(
+            state=state.value,
+            function=execution.function_name,
+            when=execution.when,
+            attempt=execution.attempt,
+            sequence=message.metadata.sequence.stream if message is not None else 0,
+            worker=self.worker_name,
+            started_at=execution.started_at,
+        )
+
+    async def _write(
+        self, execution: Execution, record: ExecutionRecord, headers: dict[str, str] | None
+    ) -> None:
+        data = _encode(record)
+        if len(data) > self._max_size:
+            logger.warning(
+                "task %r: its result is too large to store (%d bytes)", execution.key, len(data)
+            )
+            record.result = None
+            record.exception = None
+            record.result_problem = f"the result is too large to store ({len(data)} bytes)"
+            data = _encode(record)
+        await self._publish(self._state_prefix + encode_key(execution.key), data, headers)
+
+    async def _publish(self, subject: str, data: bytes, headers: dict[str, str] | None) -> None:
+        try:
+            await self.docket.connection.nc.publish(subject, data, headers=headers)
+        except Exception as error:  # (state is best effort; the task is not)
+            logger.warning("could not record task state on %s: %s", subject, error)
+
+
+async def record_cancelled(docket: Docket, key: str) -> None:
+    """docket.cancel(): whoever waits on the key's result learns it was cancelled."""
+    # Sequence 0: the cancel purged the key, so any message the work stream holds
+    # for it later is a newer add, which must win over this record.
+    record = ExecutionRecord(state=ExecutionState.CANCELLED.value, completed_at=datetime.now(UTC))
+    await docket.connection.nc.publish(
+        state_subject(docket.names, key), _encode(record), headers=ttl_header(docket.execution_ttl)
+    )
+
+
+# -- reading --------------------------------------------------------------------
+
+
+def queued_or_scheduled(names: Names, subject: str) -> ExecutionState:
+    """The state a work stream subject stands for."""
+    scheduled = subject.startswith(f"{names.prefix}.sched.")
+    return ExecutionState.SCHEDULED if scheduled else ExecutionState.QUEUED
+
+
+async def read_record(docket: Docket, key: str) -> ExecutionRecord | None:
+    try:
+        message = await docket.connection.js.get_last_msg(
+            bucket_stream(docket.names), state_subject(docket.names, key)
+        )
+    except NotFoundError:
+        return None
+    if not message.data:  # a purge or delete marker
+        return None
+    try:
+        return _decode_record(message.data)
+    except msgspec.DecodeError:
+        return None
+
+
+async def read_work(docket: Docket, key: str) -> tuple[str, int, bytes] | None:
+    """The key's message in the work stream: (subject, sequence, data), if any."""
+    try:
+        message = await docket.connection.js.get_last_msg(
+            docket.names.stream, docket.names.any_state(key)
+        )
+    except NotFoundError:
+        return None
+    assert message.seq is not None and message.subject is not None
+    return message.subject, message.seq, message.data or b""
+
+
+async def sync(execution: Execution) -> bool:
+    """Refresh an execution's state (and progress) from NATS; False if nothing is known."""
+    from .progress import read_progress
+
+    docket = execution.docket
+    record, work, progress = await asyncio.gather(
+        read_record(docket, execution.key),
+        read_work(docket, execution.key),
+        read_progress(docket, execution.key),
+    )
+    execution.progress.apply(progress)
+    return apply(execution, record, work)
+
+
+def apply(
+    execution: Execution, record: ExecutionRecord | None, work: tuple[str, int, bytes] | None
+) -> bool:
+    if work is not None and (record is None or work[1] > record.sequence):
+        subject, _, data = work
+        execution.state = queued_or_scheduled(execution.docket.names, subject)
+        execution.worker = execution.started_at = execution.completed_at = None
+        execution.error = None
+        execution.result_record = None
+        try:
+            envelope = decode_envelope(data)
+            execution.when, execution.attempt = envelope.when, envelope.attempt
+        except UndecodableMessage:
+            pass
+        return True
+    if record is None:
+        execution.state = ExecutionState.SCHEDULED
+        return False
+    execution.state = ExecutionState(record.state)
+    execution.worker = record.worker
+    execution.started_at = record.started_at
+    execution.completed_at = record.completed_at
+    execution.error = record.error
+    execution.result_record = record
+    if record.when is not None:
+        execution.when = record.when
+    execution.attempt = record.attempt
+    return True
+
+
+async def get_execution(docket: Docket, key: str) -> Execution | None:
+    """The execution under `key`, from the work stream or the workers' record."""
+    from .execution import Execution
+
+    record, work = await asyncio.gather(read_record(docket, key), read_work(docket, key))
+    if record is None and work is None:
+        return None
+    function_name = record.function if record is not None else ""
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = {}
+    when = datetime.now(UTC)
+    if work is not None:
+        try:
+            envelope = decode_envelope(work[2])
+        except UndecodableMessage:
+            envelope = None
+        if envelope is not None:
+            function_name, when = envelope.function, envelope.when
+            function = docket.tasks.get(envelope.function)
+            if function is not None:
+                from .wire import ArgumentError, task_signature
+
+                try:
+                    args, kwargs = task_signature(function).decode(envelope, docket.allow_pickle)
+                except ArgumentError:
+                    pass
+    function = docket.tasks.get(function_name) or _unknown(function_name)
+    execution = Execution(docket, function, args, kwargs, key, when, 1, function_name)
+    apply(execution, record, work)
+    return execution
+
+
+def _unknown(function_name: str) -> Any:
+    def unknown(*args: Any, **kwargs: Any) -> None:
+        raise LookupError(f"the task {function_name!r} is not registered in this process")
+
+    unknown.__name__ = function_name or "unknown"
+    return unknown
+
+
+async def get_result(execution: Execution, deadline: datetime | None) -> Any:
+    if execution.state not in TERMINAL:
+        timeout = None
+        if deadline is not None:
+            timeout = (deadline - datetime.now(UTC)).total_seconds()
+            if timeout <= 0:
+                raise TimeoutError(f"timed out waiting for execution {execution.key!r}")
+        try:
+            async with asyncio.timeout(timeout):
+                async for event in subscribe(execution):
+                    if event["type"] == "state" and event["state"] in TERMINAL:
+                        break
+        except TimeoutError:
+            raise TimeoutError(f"timed out waiting for execution {execution.key!r}") from None
+    record = execution.result_record
+    if execution.state is ExecutionState.CANCELLED:
+        raise ExecutionCancelled(f"execution {execution.key!r} was cancelled")
+    allow_pickle = execution.docket.allow_pickle
+    if execution.state is ExecutionState.FAILED:
+        if record is not None and record.exception is not None:
+            raise decode_exception(record.exception, allow_pickle)
+        raise Exception(execution.error or "the task failed")
+    if record is None:
+        return None
+    if record.result_problem is not None:
+        raise ResultUnavailable(record.result_problem)
+    if record.result is None:
+        return None
+    return decode_result(record.result, execution.function, allow_pickle)
+
+
+# -- events -------------------------------------------------------------------
+
+
+class StateEvent(TypedDict):
+    type: Literal["state"]
+    key: str
+    state: ExecutionState
+    when: str
+    worker: str | None
+    started_at: str | None
+    completed_at: str | None
+    error: str | None
+
+
+class ProgressEvent(TypedDict):
+    type: Literal["progress"]
+    key: str
+    current: int | None
+    total: int
+    message: str | None
+    updated_at: str | None
+
+
+def state_event(execution: Execution) -> StateEvent:
+    return {
+        "type": "state",
+        "key": execution.key,
+        "state": execution.state,
+        "when": execution.when.isoformat(),
+        "worker": execution.worker,
+        "started_at": execution.started_at.isoformat() if execution.started_at else None,
+        "completed_at": execution.completed_at.isoformat() if execution.completed_at else None,
+        "error": execution.error,
+    }
+
+
+def progress_event(execution: Execution) -> ProgressEvent:
+    progress = execution.progress
+    return {
+        "type": "progress",
+        "key": execution.key,
+        "current": progress.current,
+        "total": progress.total,
+        "message": progress.message,
+        "updated_at": progress.updated_at.isoformat() if progress.updated_at else None,
+    }
+
+
+async def subscribe(execution: Execution) -> AsyncIterator[StateEvent | ProgressEvent]:
+    """The current state and progress, then every change as it happens.
+
+    Subscribes before reading, so nothing between the read and the first live
+    update is missed (a change may then show up twice). Live sources: the
+    workers' writes to the bucket (state, progress), adds of the key to the work
+    stream (scheduled, queued) and cancel notices.
+    """
+    from .progress import decode_progress
+
+    docket = execution.docket
+    names = docket.names
+    nc = docket.connection.nc
+    token = encode_key(execution.key)
+    inbox: asyncio.Queue[Msg] = asyncio.Queue()
+
+    async def deliver(message: Msg) -> None:
+        inbox.put_nowait(message)
+
+    subscriptions = [
+        await nc.subscribe(f"$KV.{bucket_name(names)}.*.{token}", cb=deliver),  # pyright: ignore[reportUnknownMemberType]
+        await nc.subscribe(names.any_state(execution.key), cb=deliver),  # pyright: ignore[reportUnknownMemberType]
+    ]
+    try:
+        await nc.flush()
+        await sync(execution)
+        yield state_event(execution)
+        yield progress_event(execution)
+        while True:
+            message = await inbox.get()
+            subject = message.subject
+            if subject.startswith("$KV."):
+                if ".progress." in subject:
+                    execution.progress.apply(decode_progress(message.data))
+                    yield progress_event(execution)
+                    continue
+                if not message.data:
+                    continue
+                try:
+                    record = _decode_record(message.data)
+                except msgspec.DecodeError:
+                    continue
+                apply(execution, record, None)
+            elif subject.startswith(f"{names.prefix}.cancel."):
+                if message.data:  # a replace's notice, not a cancel
+                    continue
+                execution.state = ExecutionState.CANCELLED
+                execution.result_record = None
+            else:
+                apply(execution, None, (subject, 0, message.data))
+            yield state_event(execution)
+    finally:
+        for subscription in subscriptions:
+            try:
+                await subscription.unsubscribe()
+            except Exception:  # (connection already closed)
+                pass

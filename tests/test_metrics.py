@@ -1,0 +1,105 @@
+"""The Prometheus endpoint: scraped over HTTP and parsed (in process, and from
+`docket-nats worker --metrics-port` as a subprocess)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from docket_nats import Docket, Retry, Worker, tasks
+from docket_nats.embedded import free_port
+from docket_nats.metrics import serve_metrics
+
+pytestmark = pytest.mark.timeout(60)
+
+SAMPLE = re.compile(r"^(?P<name>[a-z_]+)(?:\{(?P<labels>[^}]*)\})? (?P<value>[-0-9.e+]+)$")
+
+
+async def scrape(port: int, path: str = "/metrics") -> tuple[int, str]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    await writer.drain()
+    response = (await reader.read()).decode()
+    writer.close()
+    head, _, body = response.partition("\r\n\r\n")
+    return int(head.split(" ", 2)[1]), body
+
+
+def parse(body: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+    for line in body.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        match = SAMPLE.match(line)
+        assert match, line
+        labels = frozenset(re.findall(r'(\w+)="([^"]*)"', match["labels"] or ""))
+        samples[(match["name"], labels)] = float(match["value"])
+    return samples
+
+
+async def test_metrics_count_runs_and_read_depths(docket: Docket, worker: Worker) -> None:
+    attempts: list[int] = []
+
+    async def measured(fail_first: bool, retry: Retry = Retry(attempts=2)) -> None:
+        attempts.append(1)
+        if fail_first and len(attempts) == 1:
+            raise RuntimeError("once")
+
+    async def broken() -> None:
+        raise RuntimeError("always")
+
+    await docket.add(measured)(True)
+    await docket.add(measured)(False)
+    await docket.add(broken)()
+    await worker.run_until_finished()
+    await docket.add(measured, datetime.now(UTC) + timedelta(hours=1))(False)
+
+    async with serve_metrics(docket, 0) as port:
+        assert port is not None
+        status, body = await scrape(port)
+        assert (await scrape(port, "/other"))[0] == 404
+    assert status == 200
+    samples = parse(body)
+    mine = frozenset({("docket", docket.name), ("task", "measured")})
+    assert samples[("docket_tasks_started_total", mine)] == 3
+    assert samples[("docket_tasks_retried_total", mine)] == 1
+    assert samples[("docket_tasks_succeeded_total", mine)] == 2
+    assert samples[("docket_tasks_running", mine)] == 0
+    assert samples[("docket_task_duration_seconds_count", mine)] == 3
+    broken_labels = frozenset({("docket", docket.name), ("task", "broken")})
+    assert samples[("docket_tasks_failed_total", broken_labels)] == 1
+    depth = frozenset({("docket", docket.name)})
+    assert samples[("docket_schedule_depth", depth)] == 1
+    assert samples[("docket_queue_depth", depth)] == 0
+    assert samples[("docket_consumer_lag", depth)] == 0
+
+
+async def test_worker_command_serves_metrics(docket: Docket, nats_url: str) -> None:
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "docket_nats",
+        "worker",
+        "--url",
+        nats_url,
+        "--docket",
+        docket.name,
+        "--metrics-port",
+        str(port),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        execution = await docket.add(tasks.trace)("measured")
+        await execution.get_result(timeout=timedelta(seconds=20))
+        samples = parse((await scrape(port))[1])
+        labels = frozenset({("docket", docket.name), ("task", "trace")})
+        assert samples[("docket_tasks_succeeded_total", labels)] == 1
+    finally:
+        process.terminate()
+        await asyncio.wait_for(process.wait(), timeout=20)

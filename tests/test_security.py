@@ -1,0 +1,169 @@
+"""Per-role permissions of deploy/auth/docket-accounts.conf, enforced by a real server.
+
+The server runs deploy/secure/nats.conf (users producer / worker / admin in one
+JetStream account). A producer can add tasks and read state but is denied
+consuming them and deleting streams; a worker runs tasks but cannot strike.
+Denied publishes never reach JetStream: the server answers with a permissions
+violation (reported to the client's error callback) and the request times out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+
+from docket_nats import Docket, Worker
+from docket_nats.embedded import ServerProcess, free_port
+
+CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "secure" / "nats.conf"
+# The permissions in the config are written for the docket named "docket".
+NAME = "docket"
+PASSWORDS = {
+    "producer": "producer-example-password",
+    "worker": "worker-example-password",
+    "admin": "admin-example-password",
+}
+
+ran: list[int] = []
+
+
+async def noted(n: int) -> None:
+    ran.append(n)
+
+
+@pytest.fixture
+def secure_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    server = ServerProcess(free_port(), tmp_path / "nats", config=CONFIG)
+    server.start()
+    yield server
+    server.stop()
+
+
+def url(server: ServerProcess, role: str) -> str:
+    return f"nats://{role}:{PASSWORDS[role]}@127.0.0.1:{server.port}"
+
+
+class Violations:
+    """Collects the server's permission errors seen by one client."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    async def __call__(self, error: Exception) -> None:
+        self.messages.append(str(error))
+
+    async def wait_for(self, fragment: str) -> str:
+        async with asyncio.timeout(5):
+            while True:
+                for message in self.messages:
+                    # nats-py lower-cases the server's -ERR text.
+                    lowered = message.lower()
+                    if "permissions violation" in lowered and fragment.lower() in lowered:
+                        return message
+                await asyncio.sleep(0.02)
+
+
+def role_options(role: str, violations: Violations | None = None) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "inbox_prefix": f"_INBOX_{role}",
+        # Denied requests get no answer: do not wait (or retry) long for one.
+        "request_timeout": 1.0,
+        "publish_retry_for": 0.5,
+    }
+    if violations is not None:
+        options["error_cb"] = violations
+    return options
+
+
+@pytest.fixture
+async def admin(secure_server: ServerProcess) -> AsyncIterator[Docket]:
+    # The admin creates the streams, buckets and the workers' consumer.
+    async with Docket(NAME, url=url(secure_server, "admin")) as docket:
+        async with Worker(docket):
+            pass
+        yield docket
+
+
+@pytest.fixture(autouse=True)
+def fresh() -> Iterator[None]:
+    ran.clear()
+    yield
+    ran.clear()
+
+
+async def test_wrong_password_is_refused(secure_server: ServerProcess) -> None:
+    wrong = f"nats://producer:guess@127.0.0.1:{secure_server.port}"
+    with pytest.raises(Exception, match=r"(?i)authorization"):
+        await nats.connect(wrong, allow_reconnect=False, max_reconnect_attempts=0)  # pyright: ignore[reportUnknownMemberType]
+
+
+async def test_producer_adds_but_cannot_consume_or_delete(
+    secure_server: ServerProcess, admin: Docket
+) -> None:
+    violations = Violations()
+    async with Docket(
+        NAME,
+        url=url(secure_server, "producer"),
+        connect_options=role_options("producer", violations),
+    ) as producer:
+        for n in range(3):
+            execution = await producer.add(noted, key=f"task-{n}")(n)
+            assert execution.key == f"task-{n}"
+        info = await admin.connection.js.stream_info(admin.names.stream)
+        assert info.state.messages == 3
+
+        # Fetching from the workers' consumer is denied...
+        js = producer.connection.js
+        with pytest.raises(nats.errors.TimeoutError):
+            await producer.connection.nc.request(
+                f"$JS.API.CONSUMER.MSG.NEXT.{producer.names.stream}.{producer.names.consumer}",
+                b'{"batch": 1}',
+                timeout=1,
+            )
+        await violations.wait_for("$JS.API.CONSUMER.MSG.NEXT")
+        # ...and so is making a consumer of its own to read the queue.
+        with pytest.raises(Exception):  # noqa: B017 - no reply: a timeout of some kind
+            await js.pull_subscribe(
+                producer.names.run_filter, durable="spy", stream=producer.names.stream
+            )
+        await violations.wait_for("$JS.API.CONSUMER")
+        # Deleting the stream is denied.
+        with pytest.raises(Exception):  # noqa: B017
+            await js.delete_stream(producer.names.stream)
+        await violations.wait_for("$JS.API.STREAM.DELETE")
+
+    # Nothing was consumed or deleted: the tasks are all still there.
+    info = await admin.connection.js.stream_info(admin.names.stream)
+    assert info.state.messages == 3
+    consumers = [c.name for c in await admin.connection.js.consumers_info(admin.names.stream)]
+    assert consumers == [admin.names.consumer]
+
+
+async def test_worker_runs_tasks_but_cannot_strike(
+    secure_server: ServerProcess, admin: Docket
+) -> None:
+    await admin.add(noted)(7)
+    violations = Violations()
+    async with Docket(
+        NAME, url=url(secure_server, "worker"), connect_options=role_options("worker", violations)
+    ) as docket:
+        docket.register(noted)
+        async with Worker(
+            docket,
+            minimum_check_interval=timedelta(milliseconds=20),
+            shutdown_grace=timedelta(seconds=1),
+        ) as worker:
+            await worker.run_until_finished()
+        assert ran == [7]
+
+        with pytest.raises(TimeoutError):
+            await docket.strike("noted")
+        await violations.wait_for("$KV.docket-docket-strikes")
+    # The admin may strike.
+    await admin.strike("noted")
