@@ -357,7 +357,7 @@ async def test_cooldown_runs_the_first_and_drops_the_rest_of_the_window(
         await docket.add(cooled, key=f"a{n}")(1, f"a{n}")
     await docket.add(cooled, key="other")(2, "other")  # another account: its own window
     await probe.until(lambda: len(probe.of("done")) >= 2, 10, "one run per account")
-    first = probe.of("done")[0]
+    first = next(e for e in probe.of("done") if e.group == "account-1")
 
     # The three duplicates are dropped (cancelled), not run later.
     async def all_settled() -> bool:
@@ -396,8 +396,9 @@ async def test_rate_limit_spreads_runs_over_windows_and_loses_none(
     assert sorted(e.label for e in probe.of("done")) == labels  # rescheduled, none lost
     window = RATE_WINDOW.total_seconds()
     for index, started in enumerate(times):
-        # Never more than RATE runs within any window (small slack for clocks).
-        within = [t for t in times[index:] if t < started + window - 0.02]
+        # Never more than RATE runs within any window (slack: the reports come a
+        # moment after admission, and not always equally late).
+        within = [t for t in times[index:] if t < started + window - 0.1]
         assert len(within) <= RATE
     assert times[-1] - times[0] >= 2 * window - 0.1  # 9 runs at 3 per second
 

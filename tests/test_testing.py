@@ -83,8 +83,7 @@ async def test_pytest_plugin_gives_users_a_server(tmp_path: Path) -> None:
         sys.executable,
         "-m",
         "pytest",
-        "-p",
-        "docket_nats.pytest_plugin",
+        # The plugin comes from the package's pytest11 entry point (pip install).
         "-q",
         "-p",
         "no:cacheprovider",

@@ -169,7 +169,7 @@ def _retry_delay(key: str, task_key: str, lease: float) -> float:
     if len(_blocked) > REMEMBERED_RUNS:
         del _blocked[next(iter(_blocked))]  # the longest-forgotten run
     base = max(_run_times.get(key, DEFAULT_RETRY), MINIMUM_RETRY)
-    delay = base * min(2**refusals, BACKOFF_LIMIT) * random.uniform(0.5, 1.0)
+    delay: float = base * min(1 << min(refusals, 8), BACKOFF_LIMIT) * random.uniform(0.5, 1.0)
     return min(delay, lease / 2)
 
 

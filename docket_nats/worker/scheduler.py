@@ -70,10 +70,7 @@ class Scheduler(Actor):
             entry
             for entry in self._held
             if Names.key_of(entry[2].subject) == key
-            and (
-                superseded_before is None
-                or entry[2].metadata.sequence.stream < superseded_before
-            )
+            and (superseded_before is None or entry[2].metadata.sequence.stream < superseded_before)
         ]
         if void:
             self._held = [entry for entry in self._held if entry not in void]

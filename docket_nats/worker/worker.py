@@ -208,9 +208,7 @@ class Worker:
                 (connection.nc, self.docket.names.ack_wait_notice),
             )
         )
-        self._supervisor.start(
-            CancelListener(connection.nc, self.docket.names, self._cancel)
-        )
+        self._supervisor.start(CancelListener(connection.nc, self.docket.names, self._cancel))
         if self.schedule_automatic_tasks:
             self._supervisor.start(AutomaticTasks(self.docket, automatic.RESEED_INTERVAL))
         interval = self.docket.heartbeat_interval.total_seconds()
