@@ -32,6 +32,7 @@ from docket_nats import (
     Debounce,
     Docket,
     ExecutionState,
+    Perpetual,
     RateLimit,
     Worker,
 )
@@ -464,6 +465,49 @@ async def test_blocked_run_is_rescheduled_not_failed(docket: Docket, worker: Wor
     finally:
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
+
+
+async def test_perpetual_chain_waits_for_the_limit_and_goes_on(
+    docket: Docket, worker: Worker
+) -> None:
+    """Limits on the same argument name and value are shared across tasks (as in
+    docket); a blocked perpetual run is rescheduled, and its chain is not broken."""
+    holding, release = asyncio.Event(), asyncio.Event()
+    ticks: list[float] = []
+    released_at: list[float] = []
+
+    async def blocker(
+        customer: int, limit: ConcurrencyLimit = ConcurrencyLimit("customer", 1)
+    ) -> None:
+        holding.set()
+        await release.wait()
+        released_at.append(time.monotonic())
+
+    async def tick(
+        customer: int,
+        limit: ConcurrencyLimit = ConcurrencyLimit("customer", 1),
+        perpetual: Perpetual = Perpetual(every=timedelta(milliseconds=50)),
+    ) -> None:
+        ticks.append(time.monotonic())
+
+    docket.register(blocker)
+    docket.register(tick)
+    await docket.add(blocker, key="blocker")(5)
+    runner = asyncio.create_task(worker.run_forever())
+    try:
+        await asyncio.wait_for(holding.wait(), 10)
+        await docket.add(tick, key="tick")(5)
+        await asyncio.sleep(0.5)
+        assert ticks == []  # blocked the whole time the blocker held customer 5
+        release.set()
+        async with asyncio.timeout(10):
+            while len(ticks) < 3:  # noqa: ASYNC110  (no event for a perpetual's runs)
+                await asyncio.sleep(0.02)
+        assert ticks[0] >= released_at[0]
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+        await docket.cancel("tick")
 
 
 def test_signatures_match_docket() -> None:

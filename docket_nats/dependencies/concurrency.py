@@ -54,6 +54,7 @@ REMEMBERED_RUNS = 10_000
 BACKOFF_LIMIT = 16
 # Per limit key: a moving average of how long a run under it took (this process).
 _run_times: dict[str, float] = {}
+REMEMBERED_LIMITS = 10_000
 
 
 class ConcurrencyBlocked(AdmissionBlocked):
@@ -252,6 +253,8 @@ class _Slot:
         _run_times[self.key] = (
             ran if previous is None else previous + AVERAGE_WEIGHT * (ran - previous)
         )
+        if len(_run_times) > REMEMBERED_LIMITS:  # one per argument value: keep it bounded
+            del _run_times[next(iter(_run_times))]
         if self.lost:
             return
         try:
