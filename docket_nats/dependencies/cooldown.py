@@ -16,7 +16,7 @@ from typing import Any, Self
 
 from .admission import AdmissionBlocked
 from .base import Dependency, current_docket, current_execution
-from .limitstore import limit_key, limit_store
+from .limitstore import limit_store, window_key
 
 # Compare-and-set rounds before giving up for now (the run is then retried).
 ATTEMPTS = 20
@@ -42,11 +42,7 @@ class Cooldown(Dependency):
     async def __aenter__(self) -> Self:
         execution = current_execution.get()
         store = await limit_store(current_docket.get())
-        scope = self.scope or ""
-        if self._argument is None:
-            key = limit_key("cooldown", scope, "task", execution.function_name)
-        else:
-            key = limit_key("cooldown", scope, "argument", *self._argument)
+        key = window_key("cooldown", self.scope, self._argument, execution.function_name)
         reason = f"cooldown ({self.window}) on {key}"
         window = self.window.total_seconds()
         for _ in range(ATTEMPTS):

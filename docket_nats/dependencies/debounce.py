@@ -17,7 +17,7 @@ from typing import Any, Self
 
 from .admission import AdmissionBlocked
 from .base import Dependency, current_docket, current_execution
-from .limitstore import limit_key, limit_store
+from .limitstore import limit_store, window_key
 
 # Compare-and-set rounds before giving up for now (the run is then retried).
 ATTEMPTS = 20
@@ -47,11 +47,7 @@ class Debounce(Dependency):
     async def __aenter__(self) -> Self:
         execution = current_execution.get()
         store = await limit_store(current_docket.get())
-        scope = self.scope or ""
-        if self._argument is None:
-            key = limit_key("debounce", scope, "task", execution.function_name)
-        else:
-            key = limit_key("debounce", scope, "argument", *self._argument)
+        key = window_key("debounce", self.scope, self._argument, execution.function_name)
         reason = f"debounce ({self.settle}) on {key}"
         settle_ms = self.settle.total_seconds() * 1000
         ttl = self.settle.total_seconds() * TTL_FACTOR

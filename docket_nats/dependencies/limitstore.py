@@ -20,7 +20,7 @@ import asyncio
 import json
 import math
 import weakref
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nats.js.errors import APIError, KeyNotFoundError, NotFoundError
 
@@ -46,6 +46,15 @@ def ttl_value(seconds: float) -> str:
 def limit_key(*parts: object) -> str:
     """A KV key from parts (kind, scope, argument name, value), each one token."""
     return ".".join(encode_key(str(part)) for part in parts)
+
+
+def window_key(
+    kind: str, scope: str | None, argument: tuple[str, Any] | None, function_name: str
+) -> str:
+    """The key of one window: per task, or per argument value when bound to one."""
+    if argument is None:
+        return limit_key(kind, scope or "", "task", function_name)
+    return limit_key(kind, scope or "", "argument", *argument)
 
 
 class LimitStore:

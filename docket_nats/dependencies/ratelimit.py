@@ -20,7 +20,7 @@ from typing import Any, Self
 
 from .admission import AdmissionBlocked
 from .base import Dependency, current_docket, current_execution
-from .limitstore import LimitStore, limit_key, limit_store
+from .limitstore import LimitStore, limit_store, window_key
 from .scope import current_scope
 
 # Compare-and-set rounds before giving up for now (the run is then retried).
@@ -53,11 +53,7 @@ class RateLimit(Dependency):
     async def __aenter__(self) -> Self:
         execution = current_execution.get()
         store = await limit_store(current_docket.get())
-        scope = self.scope or ""
-        if self._argument is None:
-            key = limit_key("ratelimit", scope, "task", execution.function_name)
-        else:
-            key = limit_key("ratelimit", scope, "argument", *self._argument)
+        key = window_key("ratelimit", self.scope, self._argument, execution.function_name)
         reason = f"rate limit ({self.limit}/{self.per}) on {key}"
         window = self.per.total_seconds()
         member = f"{execution.key}:{time.time_ns()}"
