@@ -20,10 +20,13 @@ from typing import TYPE_CHECKING, Any, ParamSpec, Self, TypeVar, overload
 
 from nats.js.errors import APIError, NotFoundError
 
+from . import telemetry
 from .connection import Connection, DocketURL
 from .dependencies.plans import plan_for
 from .execution import Disposition, Execution, TaskCall, TaskFunction
 from .heartbeats import WorkerInfo, heartbeat_bucket, live_workers
+from .metrics import docket_labels, task_labels
+from .metrics import registry as metrics
 from .state import ensure_bucket as ensure_execution_bucket
 from .state import get_execution, queued_or_scheduled, record_cancelled
 from .strike_rules import LiteralOperator, Operator
@@ -182,10 +185,8 @@ class Docket:
 
         async def scheduler(*args: Any, **kwargs: Any) -> Execution:
             execution = self._execution(resolved, function_name, args, kwargs, when, key)
-            if self.strike_list.is_struck(execution):
-                execution.disposition = Disposition.STRUCK
-                return execution
-            await self._publish(execution, replace=False)
+            if not self._refused(execution):
+                await self._publish(execution, replace=False)
             return execution
 
         return scheduler
@@ -211,10 +212,8 @@ class Docket:
 
         async def scheduler(*args: Any, **kwargs: Any) -> Execution:
             execution = self._execution(resolved, function_name, args, kwargs, when, key)
-            if self.strike_list.is_struck(execution):
-                execution.disposition = Disposition.STRUCK
-                return execution
-            await self._publish(execution, replace=True)
+            if not self._refused(execution):
+                await self._publish(execution, replace=True)
             return execution
 
         return scheduler
@@ -270,15 +269,14 @@ class Docket:
 
     async def schedule(self, execution: Execution) -> None:
         """Add an Execution built elsewhere (docket's lower-level API): add() semantics."""
-        if self.strike_list.is_struck(execution):
-            execution.disposition = Disposition.STRUCK
-            return
-        await self._publish(execution, replace=False)
+        if not self._refused(execution):
+            await self._publish(execution, replace=False)
 
     async def cancel(self, key: str) -> None:
         """Remove a scheduled or queued task; ask the worker running it to stop."""
         await self._purge(key)
         await self.connection.nc.publish(self.names.cancel(key), b"")
+        metrics.count("docket_tasks_cancelled", docket_labels(self.name))
         await record_cancelled(self, key)
 
     # -- strikes (see strikes.py) -------------------------------------------------
@@ -445,32 +443,44 @@ class Docket:
         headers[SCHEDULE_TARGET] = self.names.run(execution.key)
         return self.names.sched(execution.key), headers
 
+    def _refused(self, execution: Execution) -> bool:
+        """Whether a strike refuses `execution` at add() (then marked STRUCK)."""
+        if not self.strike_list.is_struck(execution):
+            return False
+        execution.disposition = Disposition.STRUCK
+        metrics.count("docket_tasks_stricken", task_labels(self.name, execution.function_name))
+        return True
+
     async def _publish(self, execution: Execution, replace: bool) -> None:
         data = self._envelope(execution)
         subject, headers = self._placement(execution)
         headers[EXPECTED_LAST_SUBJECT_SEQUENCE] = "0"
         headers[EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT] = self.names.any_state(execution.key)
-        # A replace clears the key, then claims it; if another add slips in between,
-        # clear again: the last replace wins, as in docket.
-        for _ in range(10 if replace else 1):
-            if replace:
-                await self._purge(execution.key)
-            try:
-                ack = await self.connection.publish(subject, data, headers)
-            except APIError as error:
-                if error.err_code != WRONG_LAST_SEQUENCE:
-                    raise
-                execution.disposition = Disposition.ALREADY_SCHEDULED
-                continue
-            execution.disposition = Disposition.SCHEDULED
-            execution.state = queued_or_scheduled(self.names, subject)
-            if replace:
-                # The purge cannot reach a copy a worker already prefetched: tell
-                # workers that copies older than this one are void (not to run).
-                await self.connection.nc.publish(
-                    self.names.cancel(execution.key), str(ack.seq).encode()
-                )
-            return
+        with telemetry.adding(self, execution, headers, replace):
+            # A replace clears the key, then claims it; if another add slips in
+            # between, clear again: the last replace wins, as in docket.
+            for _ in range(10 if replace else 1):
+                if replace:
+                    await self._purge(execution.key)
+                try:
+                    ack = await self.connection.publish(subject, data, headers)
+                except APIError as error:
+                    if error.err_code != WRONG_LAST_SEQUENCE:
+                        raise
+                    execution.disposition = Disposition.ALREADY_SCHEDULED
+                    continue
+                execution.disposition = Disposition.SCHEDULED
+                execution.state = queued_or_scheduled(self.names, subject)
+                labels = task_labels(self.name, execution.function_name)
+                metrics.count("docket_tasks_replaced" if replace else "docket_tasks_added", labels)
+                metrics.count("docket_tasks_scheduled", labels)
+                if replace:
+                    # The purge cannot reach a copy a worker already prefetched: tell
+                    # workers that copies older than this one are void (not to run).
+                    await self.connection.nc.publish(
+                        self.names.cancel(execution.key), str(ack.seq).encode()
+                    )
+                return
         if replace:
             raise RuntimeError(f"could not replace {execution.key!r}: the key kept being re-added")
 
@@ -492,8 +502,7 @@ class Docket:
         ]
 
         async def one(execution: Execution) -> None:
-            if self.strike_list.is_struck(execution):
-                execution.disposition = Disposition.STRUCK
+            if self._refused(execution):
                 return
             try:
                 await self._publish(execution, replace)

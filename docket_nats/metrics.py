@@ -22,9 +22,27 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("docket_nats.metrics")
 
-Labels = tuple[str, str]  # (docket name, task name)
+# A sample's labels as (name, value) pairs: ("docket", ...) and, for per-task
+# metrics, ("task", ...). Tuples, so they hash and sort.
+Labels = tuple[tuple[str, str], ...]
+
+
+def task_labels(docket_name: str, task: str) -> Labels:
+    return (("docket", docket_name), ("task", task))
+
+
+def docket_labels(docket_name: str) -> Labels:
+    return (("docket", docket_name),)
+
 
 COUNTERS = {
+    # Counted where tasks are added (any process using a Docket).
+    "docket_tasks_added": "How many tasks added to the docket",
+    "docket_tasks_replaced": "How many tasks replaced on the docket",
+    "docket_tasks_scheduled": "How many tasks added or replaced on the docket",
+    "docket_tasks_cancelled": "How many tasks cancelled from the docket",
+    "docket_tasks_stricken": "How many tasks have been stricken from executing",
+    # Counted by workers.
     "docket_tasks_started": "How many tasks started",
     "docket_tasks_redelivered": "How many tasks started that were redelivered from another worker",
     "docket_tasks_completed": "How many tasks that have completed in any state",
@@ -32,7 +50,8 @@ COUNTERS = {
     "docket_tasks_failed": "How many tasks that have failed",
     "docket_tasks_retried": "How many tasks that have been retried",
     "docket_tasks_perpetuated": "How many tasks that have been self-perpetuated",
-    "docket_tasks_cancelled": "How many tasks cancelled while running",
+    "docket_tasks_interrupted": "How many running tasks were stopped by a cancel",
+    "docket_tasks_dropped": "How many runs Debounce, Cooldown or RateLimit refused for good",
 }
 BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0)
 HISTOGRAMS = {
@@ -99,10 +118,11 @@ class Registry:
             ("docket_queue_depth", "How many tasks are due to be executed now"),
             ("docket_schedule_depth", "How many tasks are scheduled for the future"),
             ("docket_consumer_lag", "Runnable tasks not yet delivered to any worker"),
+            ("docket_strikes_in_effect", "How many strikes are currently in effect"),
         ):
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
             for docket_name, value in sorted(depths.get(name, {}).items()):
-                lines.append(f'{name}{{docket="{_escape(docket_name)}"}} {value}')
+                lines.append(f"{name}{{{_labels(docket_labels(docket_name))}}} {value}")
         return "\n".join(lines) + "\n"
 
 
@@ -111,14 +131,14 @@ def _escape(value: str) -> str:
 
 
 def _labels(labels: Labels) -> str:
-    return f'docket="{_escape(labels[0])}",task="{_escape(labels[1])}"'
+    return ",".join(f'{name}="{_escape(value)}"' for name, value in labels)
 
 
 registry = Registry()
 
 
 async def depths(docket: Docket) -> dict[str, dict[str, int]]:
-    """Queue depth, schedule depth and consumer lag, from JetStream."""
+    """Queue depth, schedule depth and consumer lag from JetStream; strikes in effect."""
     js = docket.connection.js
     info = await js.stream_info(docket.names.stream)
     try:
@@ -132,6 +152,7 @@ async def depths(docket: Docket) -> dict[str, dict[str, int]]:
         "docket_queue_depth": {name: runnable},
         "docket_schedule_depth": {name: max(0, info.state.messages - runnable)},
         "docket_consumer_lag": {name: lag},
+        "docket_strikes_in_effect": {name: len(docket.strike_list.rules())},
     }
 
 

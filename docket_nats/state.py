@@ -31,8 +31,10 @@ import msgspec
 from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 
+from .dependencies.admission import AdmissionBlocked
 from .execution import ExecutionCancelled, ExecutionState
 from .metrics import registry as metrics
+from .metrics import task_labels
 from .results import (
     ResultUnavailable,
     StoredException,
@@ -185,7 +187,7 @@ class StateRecorder:
 
     async def started(self, execution: Execution) -> None:
         now = datetime.now(UTC)
-        labels = (self.docket.name, execution.function_name)
+        labels = task_labels(self.docket.name, execution.function_name)
         metrics.count("docket_tasks_started", labels)
         if execution.redelivered:
             metrics.count("docket_tasks_redelivered", labels)
@@ -206,8 +208,11 @@ class StateRecorder:
     async def finished(self, execution: Execution, outcome: TaskOutcome, handled: bool) -> None:
         """Record how a run ended; a failure a Retry took over is no end (the retry
         is in the work stream, newer than this record)."""
-        labels = (self.docket.name, execution.function_name)
+        labels = task_labels(self.docket.name, execution.function_name)
         metrics.running[labels] -= 1
+        if isinstance(outcome.exception, AdmissionBlocked):
+            # Never ran: rescheduled (its next delivery counts) or dropped (see `dropped`).
+            return
         metrics.observe("docket_task_duration", labels, outcome.duration.total_seconds())
         if handled:
             retried = outcome.exception is not None
@@ -232,9 +237,18 @@ class StateRecorder:
         await self._finish(execution, record)
 
     async def cancelled(self, execution: Execution) -> None:
-        labels = (self.docket.name, execution.function_name)
+        """A running task stopped by `docket.cancel()`."""
+        labels = task_labels(self.docket.name, execution.function_name)
         metrics.running[labels] -= 1
-        metrics.count("docket_tasks_cancelled", labels)
+        await self._end_cancelled(execution, "docket_tasks_interrupted")
+
+    async def dropped(self, execution: Execution) -> None:
+        """A run a Debounce / Cooldown / RateLimit refused for good (never ran)."""
+        await self._end_cancelled(execution, "docket_tasks_dropped")
+
+    async def _end_cancelled(self, execution: Execution, counter: str) -> None:
+        labels = task_labels(self.docket.name, execution.function_name)
+        metrics.count(counter, labels)
         metrics.count("docket_tasks_completed", labels)
         _waiting.pop(id(execution), None)
         if self.enabled:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from docket_nats import Docket, Retry, Worker, tasks
+from docket_nats import Cooldown, Docket, Retry, Worker, tasks
 from docket_nats.embedded import free_port
 from docket_nats.metrics import serve_metrics
 
@@ -76,6 +76,49 @@ async def test_metrics_count_runs_and_read_depths(docket: Docket, worker: Worker
     assert samples[("docket_schedule_depth", depth)] == 1
     assert samples[("docket_queue_depth", depth)] == 0
     assert samples[("docket_consumer_lag", depth)] == 0
+
+
+async def test_producer_counters_strikes_and_dropped_runs(docket: Docket, worker: Worker) -> None:
+    async def cooled(cooldown: Cooldown = Cooldown(timedelta(minutes=5))) -> None:
+        pass
+
+    async def refused(customer: str) -> None:
+        pass
+
+    docket.register(cooled)
+    docket.register(refused)
+    later = datetime.now(UTC) + timedelta(hours=1)
+    await docket.add(cooled, later, key="one")()
+    await docket.add(cooled, later, key="one")()  # already scheduled: not counted
+    await docket.replace(cooled, later, "one")()
+    await docket.cancel("one")
+    # Two runs inside one cooldown window: the second is dropped, never started twice.
+    await docket.add(cooled)()
+    await docket.add(cooled)()
+    await docket.strike(refused, "customer", "==", "blocked")
+    await docket.add(refused)("blocked")  # refused at add()
+    await worker.run_until_finished()
+
+    async with serve_metrics(docket, 0) as port:
+        assert port is not None
+        samples = parse((await scrape(port))[1])
+    cooled_labels = frozenset({("docket", docket.name), ("task", "cooled")})
+    assert samples[("docket_tasks_added_total", cooled_labels)] == 3
+    assert samples[("docket_tasks_replaced_total", cooled_labels)] == 1
+    assert samples[("docket_tasks_scheduled_total", cooled_labels)] == 4
+    docket_only = frozenset({("docket", docket.name)})
+    assert samples[("docket_tasks_cancelled_total", docket_only)] == 1
+    refused_labels = frozenset({("docket", docket.name), ("task", "refused")})
+    assert samples[("docket_tasks_stricken_total", refused_labels)] == 1
+    assert samples[("docket_strikes_in_effect", docket_only)] == 1
+    # A dropped run started (its dependencies ran) but never counts as a success,
+    # a retry, or a second decrement of the running gauge.
+    assert samples[("docket_tasks_started_total", cooled_labels)] == 2
+    assert samples[("docket_tasks_succeeded_total", cooled_labels)] == 1
+    assert samples[("docket_tasks_dropped_total", cooled_labels)] == 1
+    assert samples[("docket_tasks_completed_total", cooled_labels)] == 2
+    assert ("docket_tasks_retried_total", cooled_labels) not in samples
+    assert samples[("docket_tasks_running", cooled_labels)] == 0
 
 
 async def test_worker_command_serves_metrics(docket: Docket, nats_url: str) -> None:

@@ -80,4 +80,4 @@ async def settle_blocked(blocked: AdmissionBlocked, worker: Worker | None) -> No
     from ..state import StateRecorder
 
     name = worker.name if worker is not None else "unknown"
-    await StateRecorder(execution.docket, name).cancelled(execution)
+    await StateRecorder(execution.docket, name).dropped(execution)

@@ -24,10 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 from nats.aio.msg import Msg
 
+from .. import telemetry
 from ..dependencies.base import TaskOutcome
 from ..dependencies.plans import plan_for
 from ..dependencies.running import run_task
 from ..execution import Execution, TaskFunction
+from ..metrics import registry as metrics
+from ..metrics import task_labels
 from ..runlog import log_finish, log_outcome, log_start
 from ..state import StateRecorder
 from ..subjects import Names
@@ -238,11 +241,14 @@ class Executor(Actor):
             await asyncio.sleep(early)
         if self.docket.strike_list.is_struck(execution):
             log_outcome(execution, "struck")
+            metrics.count(
+                "docket_tasks_stricken", task_labels(self.docket.name, execution.function_name)
+            )
             return
         self.on_started(execution)
         await self.recorder.started(execution)
         log_start(execution, self.worker_name)
-        outcome, handled = await self._call(execution)
+        outcome, handled = await telemetry.executing(self.docket, execution, self._call(execution))
         await self.recorder.finished(execution, outcome, handled)
         if handled:  # a Retry / Perpetual took the outcome over and logged it
             return
