@@ -2,7 +2,7 @@
 
 One module per concern: `base` (Dependency, handler kinds, context variables),
 `contextual` (CurrentDocket, TaskKey, TaskArgument, ...), `functional`
-(Depends), `plans` (what a function declares, cached), `scope` and `running`
+(Depends), `shared` (Shared), `plans` (what a function declares, cached), `scope` and `running`
 (one run: resolve, call, tear down, outcome hooks), and the behaviors
 `perpetual`, `cron`, `retry`, `timeout`.
 """
@@ -30,6 +30,7 @@ from .plans import plan_for
 from .ratelimit import RateLimit
 from .retry import ExponentialRetry, ForcedRetry, Retry
 from .running import DependencyError, run_task
+from .shared import Shared
 from .timeout import Timeout
 
 __all__ = [
@@ -54,6 +55,7 @@ __all__ = [
     "RateLimit",
     "Retry",
     "Runtime",
+    "Shared",
     "TaskArgument",
     "TaskKey",
     "TaskOutcome",

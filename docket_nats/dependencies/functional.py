@@ -15,6 +15,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Hash
 from contextlib import (
     AbstractAsyncContextManager,
     AbstractContextManager,
+    AsyncExitStack,
     asynccontextmanager,
     contextmanager,
 )
@@ -65,21 +66,27 @@ class _Depends(Dependency):
                 arguments[name] = await scope.enter(value.for_parameter(name))
             else:
                 arguments[name] = value
-        if plan.kind == "async_generator":
-            manager = asynccontextmanager(self.dependency)(**arguments)
-            return await scope.stack.enter_async_context(manager)
-        if plan.kind == "generator":
-            return scope.stack.enter_context(contextmanager(self.dependency)(**arguments))
-        produced = self.dependency(**arguments)
-        if isinstance(produced, AbstractAsyncContextManager):
-            return await scope.stack.enter_async_context(
-                cast(AbstractAsyncContextManager[Any], produced)
-            )
-        if isinstance(produced, AbstractContextManager):
-            return scope.stack.enter_context(cast(AbstractContextManager[Any], produced))
-        if inspect.isawaitable(produced):
-            return await produced
-        return produced
+        return await call_and_enter(self.dependency, arguments, scope.stack)
+
+
+async def call_and_enter(
+    function: Callable[..., Any], arguments: dict[str, Any], stack: AsyncExitStack
+) -> Any:
+    """Call a dependency function and return its value; whatever must be torn
+    down afterwards (a context manager, a generator's rest) goes on `stack`."""
+    kind = plan_for(function).kind
+    if kind == "async_generator":
+        return await stack.enter_async_context(asynccontextmanager(function)(**arguments))
+    if kind == "generator":
+        return stack.enter_context(contextmanager(function)(**arguments))
+    produced = function(**arguments)
+    if isinstance(produced, AbstractAsyncContextManager):
+        return await stack.enter_async_context(cast(AbstractAsyncContextManager[Any], produced))
+    if isinstance(produced, AbstractContextManager):
+        return stack.enter_context(cast(AbstractContextManager[Any], produced))
+    if inspect.isawaitable(produced):
+        return await produced
+    return produced
 
 
 def _identity(value: Any) -> Hashable:

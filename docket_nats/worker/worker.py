@@ -21,6 +21,7 @@ from typing import Any, Self
 from nats.aio.msg import Msg
 from nats.js import api
 
+from ..dependencies.shared import SharedValues
 from ..docket import Docket
 from ..execution import Execution, TaskFunction
 from ..heartbeats import Heartbeat, heartbeat_bucket
@@ -102,6 +103,8 @@ class Worker:
         self.enable_internal_instrumentation = enable_internal_instrumentation
         self.fallback_task = fallback_task
         self.dependencies = dict(dependencies or {})
+        # What Shared(...) dependencies made, kept until this worker stops.
+        self.shared_values = SharedValues()
         self.message_batch = message_batch
         self.shutdown_grace = shutdown_grace
         if max_deliveries < 1:
@@ -140,6 +143,7 @@ class Worker:
         traceback: TracebackType | None,
     ) -> None:
         await self._stop_actors()
+        await self.shared_values.aclose()  # after the last task that could use them
 
     async def _consumer_ack_wait(self) -> float:
         """The shared consumer's ack wait now (the last worker to start set it)."""
