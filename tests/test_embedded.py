@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -118,11 +120,12 @@ def test_acquire_and_release_count_users() -> None:
 
 
 async def test_the_default_url_reuses_a_server_already_listening(
-    monkeypatch: pytest.MonkeyPatch, nats_server: ServerProcess
+    monkeypatch: pytest.MonkeyPatch, nats_server: ServerProcess, tmp_path: Path
 ) -> None:
     # Something (another process, `docket-nats server`) already serves the
     # embedded port: Docket() connects to it and never stops it.
     monkeypatch.setattr(embedded, "EMBEDDED_PORT", nats_server.port)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     async with Docket(name=f"reuse-{uuid.uuid4().hex[:8]}") as docket:
         assert docket.connection.resolved == [nats_server.url]
         assert embedded._shared[""].server is None  # pyright: ignore[reportPrivateUsage]
@@ -148,3 +151,99 @@ async def test_the_default_url_starts_the_embedded_server_when_none_runs(
     assert_stopped(server)
     # Unlike memory://, the embedded store is kept for the next start.
     assert (tmp_path / "data" / "docket-nats" / "jetstream").is_dir()
+
+
+# A process using the embedded server: opens Docket(), adds a task, says "ready",
+# then adds another task for each "add" line on stdin, and closes on "exit".
+USER_PROCESS = """
+import asyncio, sys
+from docket_nats import Docket, tasks
+
+async def main() -> None:
+    async with Docket(name="shared-embedded") as docket:
+        await docket.add(tasks.trace)("hello")
+        print("ready", flush=True)
+        while (await asyncio.to_thread(sys.stdin.readline)).strip() == "add":
+            await docket.add(tasks.trace)("again")
+            print("added", flush=True)
+
+asyncio.run(main())
+"""
+
+
+class UserProcess:
+    def __init__(self, environment: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", USER_PROCESS],
+            env=environment,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.read() == "ready"
+
+    def read(self) -> str:
+        assert self.process.stdout is not None
+        return self.process.stdout.readline().strip()
+
+    def say(self, line: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+
+    def exit(self) -> None:
+        self.say("exit")
+        assert self.process.wait(timeout=20) == 0
+
+
+@pytest.fixture
+def embedded_environment(tmp_path: Path) -> Iterator[dict[str, str]]:
+    port = free_port()
+    environment = dict(
+        os.environ, XDG_DATA_HOME=str(tmp_path / "data"), DOCKET_NATS_EMBEDDED_PORT=str(port)
+    )
+    yield environment
+    # Safety net: a server these processes failed to stop.
+    pid_file = tmp_path / "data" / "docket-nats" / f"nats-server-{port}.pid"
+    if is_listening(port) and pid_file.exists():
+        os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        pytest.fail("the embedded server outlived every process using it")
+
+
+def test_the_embedded_server_outlives_its_starter_until_the_last_user_leaves(
+    embedded_environment: dict[str, str],
+) -> None:
+    port = int(embedded_environment["DOCKET_NATS_EMBEDDED_PORT"])
+    starter = UserProcess(embedded_environment)  # finds nothing listening: starts it
+    other = UserProcess(embedded_environment)  # reuses it
+    starter.exit()
+    assert is_listening(port), "the starter left, but another process still uses the server"
+    other.say("add")
+    assert other.read() == "added"
+    other.exit()
+    assert not is_listening(port), "the last user stops the server docket-nats started"
+
+
+def test_users_that_died_without_leaving_do_not_keep_the_server(
+    embedded_environment: dict[str, str],
+) -> None:
+    port = int(embedded_environment["DOCKET_NATS_EMBEDDED_PORT"])
+    starter = UserProcess(embedded_environment)
+    crashed = UserProcess(embedded_environment)
+    crashed.process.kill()
+    crashed.process.wait()
+    starter.exit()
+    assert not is_listening(port)
+
+
+def test_a_server_started_outside_docket_nats_is_never_stopped(
+    embedded_environment: dict[str, str], tmp_path: Path
+) -> None:
+    port = int(embedded_environment["DOCKET_NATS_EMBEDDED_PORT"])
+    outside = ServerProcess(port, tmp_path / "outside")  # as `docket-nats server` would
+    outside.start()
+    try:
+        UserProcess(embedded_environment).exit()
+        assert is_listening(port)
+    finally:
+        outside.stop()
