@@ -270,7 +270,8 @@ def _start_embedded() -> _Shared:
             # Something outside docket-nats started one meanwhile: reuse it.
             if not is_listening(EMBEDDED_PORT):
                 raise
-            server = None
+            registry.join()
+            return _Shared(server=None, registry=registry)
         registry.join()
         return _Shared(server=server, registry=registry)
 
