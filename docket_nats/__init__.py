@@ -5,7 +5,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import tasks
+from . import tasks, testing
 from .agenda import Agenda
 from .annotations import Logged
 from .dependencies import (
@@ -82,4 +82,5 @@ __all__ = [
     "Worker",
     "__version__",
     "tasks",
+    "testing",
 ]

@@ -1,0 +1,64 @@
+"""docket's public names import from docket_nats the same way (the one-import switch)."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+import docket_nats
+
+# What `from docket import ...` offers at the top level (docket's __all__).
+DOCKET_TOP_LEVEL = [
+    "Agenda",
+    "ConcurrencyLimit",
+    "CurrentDocket",
+    "CurrentExecution",
+    "CurrentWorker",
+    "Depends",
+    "Docket",
+    "Execution",
+    "ExecutionCancelled",
+    "ExecutionState",
+    "ExponentialRetry",
+    "Logged",
+    "Perpetual",
+    "Progress",
+    "Retry",
+    "Shared",
+    "StrikeList",
+    "TaskArgument",
+    "TaskKey",
+    "TaskLogger",
+    "Timeout",
+    "Worker",
+    "__version__",
+    "testing",
+]
+
+# Submodules docket code imports from, with a name each must provide.
+DOCKET_SUBMODULES = {
+    "dependencies": ["Depends", "Shared", "Retry", "Dependency", "current_execution"],
+    "execution": ["Execution", "ExecutionState"],
+    "annotations": ["Logged"],
+    "tasks": ["trace", "fail", "sleep"],
+    "testing": ["assert_task_scheduled", "assert_no_tasks"],
+    "agenda": ["Agenda"],
+    "strikelist": ["StrikeList"],
+    "worker": ["Worker"],
+    "docket": ["Docket"],
+}
+
+
+@pytest.mark.parametrize("name", DOCKET_TOP_LEVEL)
+def test_top_level_name(name: str) -> None:
+    assert hasattr(docket_nats, name), f"docket_nats.{name} is missing"
+    if name != "__version__":
+        assert name in docket_nats.__all__
+
+
+@pytest.mark.parametrize("module", sorted(DOCKET_SUBMODULES))
+def test_submodule_names(module: str) -> None:
+    imported = importlib.import_module(f"docket_nats.{module}")
+    missing = [name for name in DOCKET_SUBMODULES[module] if not hasattr(imported, name)]
+    assert not missing, f"docket_nats.{module} lacks {missing}"
