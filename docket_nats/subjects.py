@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 
 # Header carrying a scheduled task's due time (epoch seconds), for the worker to
 # hold a task that fires early (see worker/scheduler.py).
@@ -88,7 +89,7 @@ class Names:
     def __post_init__(self) -> None:
         validate_docket_name(self.docket)
 
-    @property
+    @cached_property  # every subject of every add starts with it
     def prefix(self) -> str:
         return f"docket.{self.docket}"
 

@@ -89,6 +89,10 @@ _envelope_decoder = msgspec.msgpack.Decoder(TaskEnvelope)
 _dead_letter_decoder = msgspec.msgpack.Decoder(DeadLetter)
 
 
+# What an encoder raises for a value it cannot encode (the enc_hooks included).
+_ENCODE_ERRORS = (TypeError, ValueError, OverflowError, pickle.PicklingError)
+
+
 def encode_value(value: Any, allow_pickle: bool = False) -> bytes:
     return (_pickling_encoder if allow_pickle else _safe_encoder).encode(value)
 
@@ -144,27 +148,31 @@ class TaskSignature:
         self, args: tuple[Any, ...], kwargs: Mapping[str, Any], allow_pickle: bool
     ) -> tuple[list[msgspec.Raw], dict[str, msgspec.Raw]]:
         """Encode each argument on its own, naming the parameter on failure."""
+        encoder = _pickling_encoder if allow_pickle else _safe_encoder
         encoded_args: list[msgspec.Raw] = []
         for index, value in enumerate(args):
-            encoded_args.append(self._encode_one(self.parameter_name(index), value, allow_pickle))
-        encoded_kwargs = {
-            name: self._encode_one(name, value, allow_pickle) for name, value in kwargs.items()
-        }
+            try:
+                encoded_args.append(msgspec.Raw(encoder.encode(value)))
+            except _ENCODE_ERRORS as error:
+                raise self._unencodable(self.parameter_name(index), error) from error
+        encoded_kwargs: dict[str, msgspec.Raw] = {}
+        for name, value in kwargs.items():
+            try:
+                encoded_kwargs[name] = msgspec.Raw(encoder.encode(value))
+            except _ENCODE_ERRORS as error:
+                raise self._unencodable(name, error) from error
         return encoded_args, encoded_kwargs
 
     def function_name(self) -> str:
         return getattr(self.function, "__name__", repr(self.function))
 
-    def _encode_one(self, name: str, value: Any, allow_pickle: bool) -> msgspec.Raw:
-        try:
-            return msgspec.Raw(encode_value(value, allow_pickle))
-        except (TypeError, ValueError, OverflowError, pickle.PicklingError) as error:
-            raise TypeError(
-                f"argument {name!r} of {self.function_name()}() cannot be sent to a worker: "
-                f"{error}. Use types msgspec encodes (primitives, datetime, UUID, Decimal, "
-                "enums, dataclasses, msgspec Structs, ...) or opt in to pickle with "
-                "Docket(..., allow_pickle=True)"
-            ) from error
+    def _unencodable(self, name: str, error: BaseException) -> TypeError:
+        return TypeError(
+            f"argument {name!r} of {self.function_name()}() cannot be sent to a worker: "
+            f"{error}. Use types msgspec encodes (primitives, datetime, UUID, Decimal, "
+            "enums, dataclasses, msgspec Structs, ...) or opt in to pickle with "
+            "Docket(..., allow_pickle=True)"
+        )
 
     def decode(
         self, envelope: TaskEnvelope, allow_pickle: bool
