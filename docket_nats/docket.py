@@ -11,29 +11,30 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import itertools
 import logging
-import os
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, Self, TypeVar, overload
 
-from nats.js.errors import APIError, NotFoundError
+from nats.js.errors import APIError
 
 from . import telemetry
 from .connection import Connection, DocketURL
+from .dead_letters import list_dead_letters
 from .dependencies.plans import plan_for
 from .execution import Disposition, Execution, TaskCall, TaskFunction
 from .heartbeats import WorkerInfo, heartbeat_bucket, live_workers
+from .keys import new_key
 from .metrics import docket_labels, task_labels
 from .metrics import registry as metrics
 from .state import ensure_bucket as ensure_execution_bucket
-from .state import get_execution, queued_or_scheduled, record_cancelled
+from .state import queued_or_scheduled, record_cancelled
+from .state_reading import get_execution
 from .strike_rules import LiteralOperator, Operator
 from .strikes import StrikeList
 from .subjects import DOCKET_WHEN, Names
-from .wire import DeadLetter, TaskEnvelope, decode_dead_letter, encode_envelope, task_signature
+from .wire import DeadLetter, TaskEnvelope, encode_envelope, task_signature
 
 if TYPE_CHECKING:
     from .snapshot import DocketSnapshot
@@ -55,36 +56,6 @@ SCHEDULE_LEAD = timedelta(milliseconds=300)
 def schedule_time(when: datetime) -> str:
     """RFC 3339 in UTC with milliseconds, as `Nats-Schedule: @at` takes it."""
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def _key_prefix() -> str:
-    """A random UUID-shaped prefix (72 random bits) for this process's task keys."""
-    digits = os.urandom(9).hex()
-    variant = "89ab"[os.urandom(1)[0] & 3]
-    return f"{digits[:8]}-{digits[8:12]}-4{digits[12:15]}-{variant}{digits[15:]}-"
-
-
-_key_base = _key_prefix()
-_key_counter = itertools.count(1)
-
-
-def _reseed_keys() -> None:
-    # A forked child must not continue its parent's sequence under the same prefix.
-    global _key_base, _key_counter
-    _key_base = _key_prefix()
-    _key_counter = itertools.count(1)
-
-
-os.register_at_fork(after_in_child=_reseed_keys)
-
-
-def new_key() -> str:
-    """A fresh task key shaped like str(uuid4()): a per-process random prefix
-    and a 48-bit counter. Unique across processes in practice (72 random bits
-    per process: a million processes clash with a probability of about 1e-10),
-    without uuid4's system call per key (~2 µs, a few percent of an add).
-    `next` on an itertools.count is atomic, so threads can share it."""
-    return f"{_key_base}{next(_key_counter):012x}"
 
 
 def aware(when: datetime) -> datetime:
@@ -374,23 +345,7 @@ class Docket:
 
     async def dead_letters(self, limit: int | None = None) -> list[DeadLetter]:
         """What workers parked because it can never run, oldest first."""
-        js = self.connection.js
-        info = await js.stream_info(self.names.dead_stream)
-        letters: list[DeadLetter] = []
-        sequence = info.state.first_seq
-        while sequence and sequence <= info.state.last_seq:
-            if limit is not None and len(letters) >= limit:
-                break
-            try:
-                message = await js.get_msg(
-                    self.names.dead_stream, seq=sequence, next=True, subject=self.names.dead_filter
-                )
-            except NotFoundError:
-                break
-            letters.append(decode_dead_letter(message.data or b""))
-            assert message.seq is not None
-            sequence = message.seq + 1
-        return letters
+        return await list_dead_letters(self, limit)
 
     # -- internals shared with the worker ----------------------------------------
 

@@ -14,7 +14,8 @@ if TYPE_CHECKING:
 
     from .docket import Docket
     from .progress import ExecutionProgress
-    from .state import ExecutionRecord, ProgressEvent, StateEvent
+    from .state import ExecutionRecord
+    from .state_reading import ProgressEvent, StateEvent
 
 TaskFunction = Callable[..., Awaitable[Any]] | Callable[..., Any]
 
@@ -145,7 +146,7 @@ class Execution:
 
     async def sync(self) -> None:
         """Refresh state, worker, times, error and progress from NATS."""
-        from .state import sync
+        from .state_reading import sync
 
         await sync(self)
 
@@ -161,7 +162,7 @@ class Execution:
         timeout / deadline passes first, and `results.ResultUnavailable` when it
         completed with a value that could not be stored.
         """
-        from .state import get_result
+        from .state_reading import get_result
 
         if timeout is not None and deadline is not None:
             raise ValueError("give a timeout or a deadline, not both")
@@ -170,8 +171,8 @@ class Execution:
         return await get_result(self, deadline)
 
     def subscribe(self) -> AsyncIterator[StateEvent | ProgressEvent]:
-        """The current state and progress, then every change (see state.subscribe)."""
-        from .state import subscribe
+        """The current state and progress, then every change (see state_reading.subscribe)."""
+        from .state_reading import subscribe
 
         return subscribe(self)
 

@@ -22,7 +22,7 @@ from nats.js.errors import NotFoundError
 
 from .execution import Execution, ExecutionState
 from .heartbeats import WorkerInfo
-from .state import apply, read_record
+from .state_reading import apply, read_record
 from .subjects import Names
 from .wire import ArgumentError, UndecodableMessage, decode_envelope, task_signature
 

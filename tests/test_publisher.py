@@ -16,7 +16,7 @@ from nats.errors import BadHeaderError
 
 from docket_nats import Disposition, Docket
 from docket_nats.connection import MSG_ID, Publisher, decode_headers, encode_headers
-from docket_nats.docket import new_key
+from docket_nats.keys import new_key
 
 UUID_SHAPE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 

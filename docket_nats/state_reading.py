@@ -1,0 +1,285 @@
+"""Reading execution state back: `get_execution`, `Execution.sync`,
+`get_result` and `subscribe`, from the work stream and the state bucket that
+`state.py` describes (the record of the newest run wins, see there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
+
+import msgspec
+from nats.aio.msg import Msg
+from nats.js.errors import NotFoundError
+
+from .execution import ExecutionCancelled, ExecutionState
+from .results import ResultUnavailable, decode_exception, decode_result
+from .state import (
+    TERMINAL,
+    ExecutionRecord,
+    bucket_name,
+    bucket_stream,
+    decode_record,
+    queued_or_scheduled,
+    state_subject,
+)
+from .subjects import encode_key
+from .wire import UndecodableMessage, decode_envelope
+
+if TYPE_CHECKING:
+    from .docket import Docket
+    from .execution import Execution
+
+logger = logging.getLogger("docket_nats.state")
+
+
+async def read_record(docket: Docket, key: str) -> ExecutionRecord | None:
+    try:
+        message = await docket.connection.js.get_last_msg(
+            bucket_stream(docket.names), state_subject(docket.names, key)
+        )
+    except NotFoundError:
+        return None
+    if not message.data:  # a purge or delete marker
+        return None
+    try:
+        return decode_record(message.data)
+    except msgspec.DecodeError:
+        return None
+
+
+async def read_work(docket: Docket, key: str) -> tuple[str, int, bytes] | None:
+    """The key's message in the work stream: (subject, sequence, data), if any."""
+    try:
+        message = await docket.connection.js.get_last_msg(
+            docket.names.stream, docket.names.any_state(key)
+        )
+    except NotFoundError:
+        return None
+    assert message.seq is not None and message.subject is not None
+    return message.subject, message.seq, message.data or b""
+
+
+async def sync(execution: Execution) -> bool:
+    """Refresh an execution's state (and progress) from NATS; False if nothing is known."""
+    from .progress import read_progress
+
+    docket = execution.docket
+    record, work, progress = await asyncio.gather(
+        read_record(docket, execution.key),
+        read_work(docket, execution.key),
+        read_progress(docket, execution.key),
+    )
+    execution.progress.apply(progress)
+    return apply(execution, record, work)
+
+
+def apply(
+    execution: Execution, record: ExecutionRecord | None, work: tuple[str, int, bytes] | None
+) -> bool:
+    if work is not None and (record is None or work[1] > record.sequence):
+        subject, _, data = work
+        execution.state = queued_or_scheduled(execution.docket.names, subject)
+        execution.worker = execution.started_at = execution.completed_at = None
+        execution.error = None
+        execution.result_record = None
+        try:
+            envelope = decode_envelope(data)
+            execution.when, execution.attempt = envelope.when, envelope.attempt
+        except UndecodableMessage:
+            pass
+        return True
+    if record is None:
+        execution.state = ExecutionState.SCHEDULED
+        return False
+    execution.state = ExecutionState(record.state)
+    execution.worker = record.worker
+    execution.started_at = record.started_at
+    execution.completed_at = record.completed_at
+    execution.error = record.error
+    execution.result_record = record
+    if record.when is not None:
+        execution.when = record.when
+    execution.attempt = record.attempt
+    return True
+
+
+async def get_execution(docket: Docket, key: str) -> Execution | None:
+    """The execution under `key`, from the work stream or the workers' record."""
+    from .execution import Execution
+
+    record, work = await asyncio.gather(read_record(docket, key), read_work(docket, key))
+    if record is None and work is None:
+        return None
+    function_name = record.function if record is not None else ""
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = {}
+    when = datetime.now(UTC)
+    if work is not None:
+        try:
+            envelope = decode_envelope(work[2])
+        except UndecodableMessage:
+            envelope = None
+        if envelope is not None:
+            function_name, when = envelope.function, envelope.when
+            function = docket.tasks.get(envelope.function)
+            if function is not None:
+                from .wire import ArgumentError, task_signature
+
+                try:
+                    args, kwargs = task_signature(function).decode(envelope, docket.allow_pickle)
+                except ArgumentError:
+                    pass
+    function = docket.tasks.get(function_name) or _unknown(function_name)
+    execution = Execution(docket, function, args, kwargs, key, when, 1, function_name)
+    apply(execution, record, work)
+    return execution
+
+
+def _unknown(function_name: str) -> Any:
+    def unknown(*args: Any, **kwargs: Any) -> None:
+        raise LookupError(f"the task {function_name!r} is not registered in this process")
+
+    unknown.__name__ = function_name or "unknown"
+    return unknown
+
+
+async def get_result(execution: Execution, deadline: datetime | None) -> Any:
+    if execution.state not in TERMINAL:
+        timeout = None
+        if deadline is not None:
+            timeout = (deadline - datetime.now(UTC)).total_seconds()
+            if timeout <= 0:
+                raise TimeoutError(f"timed out waiting for execution {execution.key!r}")
+        try:
+            async with asyncio.timeout(timeout):
+                async for event in subscribe(execution):
+                    if event["type"] == "state" and event["state"] in TERMINAL:
+                        break
+        except TimeoutError:
+            raise TimeoutError(f"timed out waiting for execution {execution.key!r}") from None
+    record = execution.result_record
+    if execution.state is ExecutionState.CANCELLED:
+        raise ExecutionCancelled(f"execution {execution.key!r} was cancelled")
+    allow_pickle = execution.docket.allow_pickle
+    if execution.state is ExecutionState.FAILED:
+        if record is not None and record.exception is not None:
+            raise decode_exception(record.exception, allow_pickle)
+        raise Exception(execution.error or "the task failed")
+    if record is None:
+        return None
+    if record.result_problem is not None:
+        raise ResultUnavailable(record.result_problem)
+    if record.result is None:
+        return None
+    return decode_result(record.result, execution.function, allow_pickle)
+
+
+# -- events -------------------------------------------------------------------
+
+
+class StateEvent(TypedDict):
+    type: Literal["state"]
+    key: str
+    state: ExecutionState
+    when: str
+    worker: str | None
+    started_at: str | None
+    completed_at: str | None
+    error: str | None
+
+
+class ProgressEvent(TypedDict):
+    type: Literal["progress"]
+    key: str
+    current: int | None
+    total: int
+    message: str | None
+    updated_at: str | None
+
+
+def state_event(execution: Execution) -> StateEvent:
+    return {
+        "type": "state",
+        "key": execution.key,
+        "state": execution.state,
+        "when": execution.when.isoformat(),
+        "worker": execution.worker,
+        "started_at": execution.started_at.isoformat() if execution.started_at else None,
+        "completed_at": execution.completed_at.isoformat() if execution.completed_at else None,
+        "error": execution.error,
+    }
+
+
+def progress_event(execution: Execution) -> ProgressEvent:
+    progress = execution.progress
+    return {
+        "type": "progress",
+        "key": execution.key,
+        "current": progress.current,
+        "total": progress.total,
+        "message": progress.message,
+        "updated_at": progress.updated_at.isoformat() if progress.updated_at else None,
+    }
+
+
+async def subscribe(execution: Execution) -> AsyncIterator[StateEvent | ProgressEvent]:
+    """The current state and progress, then every change as it happens.
+
+    Subscribes before reading, so nothing between the read and the first live
+    update is missed (a change may then show up twice). Live sources: the
+    workers' writes to the bucket (state, progress), adds of the key to the work
+    stream (scheduled, queued) and cancel notices.
+    """
+    from .progress import decode_progress
+
+    docket = execution.docket
+    names = docket.names
+    nc = docket.connection.nc
+    token = encode_key(execution.key)
+    inbox: asyncio.Queue[Msg] = asyncio.Queue()
+
+    async def deliver(message: Msg) -> None:
+        inbox.put_nowait(message)
+
+    subscriptions = [
+        await nc.subscribe(f"$KV.{bucket_name(names)}.*.{token}", cb=deliver),  # pyright: ignore[reportUnknownMemberType]
+        await nc.subscribe(names.any_state(execution.key), cb=deliver),  # pyright: ignore[reportUnknownMemberType]
+    ]
+    try:
+        await nc.flush()
+        await sync(execution)
+        yield state_event(execution)
+        yield progress_event(execution)
+        while True:
+            message = await inbox.get()
+            subject = message.subject
+            if subject.startswith("$KV."):
+                if ".progress." in subject:
+                    execution.progress.apply(decode_progress(message.data))
+                    yield progress_event(execution)
+                    continue
+                if not message.data:
+                    continue
+                try:
+                    record = decode_record(message.data)
+                except msgspec.DecodeError:
+                    continue
+                apply(execution, record, None)
+            elif subject.startswith(f"{names.prefix}.cancel."):
+                if message.data:  # a replace's notice, not a cancel
+                    continue
+                execution.state = ExecutionState.CANCELLED
+                execution.result_record = None
+            else:
+                apply(execution, None, (subject, 0, message.data))
+            yield state_event(execution)
+    finally:
+        for subscription in subscriptions:
+            try:
+                await subscription.unsubscribe()
+            except Exception:  # (connection already closed)
+                pass
