@@ -29,8 +29,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from typing import Any, Literal, TextIO, cast, get_args
 
 import msgspec
@@ -97,41 +99,57 @@ def _drop_context(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict
     return event_dict
 
 
-def _timestamper(short: bool) -> Processor:
-    """The record's own time (when it was logged, not rendered), UTC for machines.
+class _Clock:
+    """Record times as text: `12:00:00.123` (local) or `2026-05-01T12:00:00.123Z` (UTC).
 
-    The whole-second part is formatted once per second: a busy worker logs
-    thousands of lines in each.
+    A busy worker logs thousands of lines a second, dozens in each
+    millisecond: the whole-second part is formatted once per second, the
+    text once per millisecond.
     """
-    # (second, its text), replaced as one object: threads may log at once.
-    cached: list[tuple[int, str]] = [(-1, "")]
 
-    def add_timestamp(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-        record: logging.LogRecord | None = event_dict.get("_record")
-        created = record.created if record is not None else time.time()
-        second = int(created)
-        state = cached[0]
+    def __init__(self, short: bool) -> None:
+        self._short = short
+        # (second, its text) and (millisecond, its text), each replaced as one
+        # object: threads may log at once.
+        self._second: tuple[int, str] = (-1, "")
+        self._millisecond: tuple[int, str] = (-1, "")
+
+    def text(self, created: float) -> str:
+        millisecond = int(created * 1000)
+        cached = self._millisecond
+        if cached[0] == millisecond:
+            return cached[1]
+        second, millis = divmod(millisecond, 1000)  # the text follows from the key alone
+        state = self._second
         if state[0] != second:
-            if short:
+            if self._short:
                 state = (second, time.strftime("%H:%M:%S", time.localtime(second)))
             else:
                 state = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
-            cached[0] = state
-        millis = int((created - second) * 1000)
-        suffix = "" if short else "Z"
-        event_dict["timestamp"] = f"{state[1]}.{millis:03d}{suffix}"
+            self._second = state
+        text = f"{state[1]}.{millis:03d}" if self._short else f"{state[1]}.{millis:03d}Z"
+        self._millisecond = (millisecond, text)
+        return text
+
+
+def _timestamper(clock: _Clock) -> Processor:
+    """The record's own time (when it was logged, not rendered), UTC for machines."""
+
+    def add_timestamp(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+        record: logging.LogRecord | None = event_dict.get("_record")
+        event_dict["timestamp"] = clock.text(record.created if record is not None else time.time())
         return event_dict
 
     return add_timestamp
 
 
-def _shared_processors(short_time: bool) -> list[Processor]:
+def _shared_processors(clock: _Clock) -> list[Processor]:
     """What both stdlib records and structlog events go through before rendering."""
     return [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
-        _timestamper(short_time),
+        _timestamper(clock),
         _add_run_context,
         structlog.stdlib.ProcessorFormatter.remove_processors_meta,
     ]
@@ -181,17 +199,134 @@ def _renderer(format: Format, colors: bool) -> list[Processor]:
     ]
 
 
+# Keys the processor chain sets itself (overwriting or skipping an `extra=` of
+# that name): a record carrying one goes through the chain, which decides.
+_CHAIN_KEYS = frozenset(
+    {"event", "level", "logger", "timestamp", "exception", "_record", "_from_structlog"}
+)
+# A record with no other attributes (the worker's run lines) has nothing for
+# the plain line and only the context for JSON.
+_QUIET = _RECORD_ATTRIBUTES | _CONTEXT_FIELDS
+
+
+def _extras(attributes: dict[str, Any]) -> list[str] | None:
+    """A record's `extra=` attributes in its order (None if the chain must decide)."""
+    names = attributes.keys() - _RECORD_ATTRIBUTES
+    if not names.isdisjoint(_CHAIN_KEYS):
+        return None
+    return [key for key in attributes if key in names]
+
+
+# structlog's registry of the context variables `bind_contextvars` made (None
+# if a structlog version has none: then every record takes the chain).
+_structlog_variables = cast(
+    dict[str, ContextVar[Any]] | None, getattr(structlog.contextvars, "_CONTEXT_VARS", None)
+)
+
+
+def _structlog_context_bound() -> bool:
+    """Whether structlog context variables may have something to merge here.
+
+    `merge_contextvars` walks every context variable of the context (the
+    worker's tasks have many) to find structlog's by name; its registry says
+    at once that there are none, the usual case, or which to look at. (A
+    `ContextVar("structlog_…")` made by hand, outside `bind_contextvars`, is
+    not looked for.)
+    """
+    if _structlog_variables is None:
+        return True
+    if not _structlog_variables:
+        return False
+    for variable in list(_structlog_variables.values()):  # other threads may add some
+        if variable.get(...) is not ...:
+            return True
+    return False
+
+
 class _Formatter(structlog.stdlib.ProcessorFormatter):
-    """structlog's ProcessorFormatter, with a shorter path for stdlib records.
+    """structlog's ProcessorFormatter, with shorter paths for stdlib records.
 
     The stock one copies each record and runs the stdlib formatting over the
-    rendered line; a standard-library record needs neither (this path leaves
-    the record untouched), and the worker logs two of them per task.
+    rendered line; a standard-library record needs neither (these paths leave
+    the record untouched), and the worker logs two of them per task. For
+    `plain` and `json` the usual record (no traceback, no structlog context
+    variables) skips the processor chain too: the line is built directly, the
+    same text the chain would render, for a fraction of the calls.
     """
+
+    def __init__(self, format: Format, colors: bool) -> None:
+        self._clock = _Clock(short=format == "rich")
+        super().__init__(
+            foreign_pre_chain=[_add_record_extras],
+            processors=[*_shared_processors(self._clock), *_renderer(format, colors)],
+        )
+        self._direct: Callable[[logging.LogRecord], str | None] | None = None
+        if format == "plain":
+            self._direct = self._plain_line
+        elif format == "json":
+            self._direct = self._json_line
+        # levelname -> (the `level` field, the plain line's level), as the chain has them.
+        self._levels: dict[str, tuple[str, str]] = {}
 
     def format(self, record: logging.LogRecord) -> str:
         if hasattr(record, "_logger"):  # an event from a structlog logger
             return super().format(record)
+        if (
+            self._direct is not None
+            and not record.exc_info
+            and not record.stack_info
+            and not _structlog_context_bound()
+        ):
+            line = self._direct(record)
+            if line is not None:
+                return line
+        return self._through_chain(record)
+
+    def _level(self, levelname: str) -> tuple[str, str]:
+        level = self._levels.get(levelname)
+        if level is None:
+            key = structlog.stdlib.add_log_level(None, levelname.lower(), {})["level"]
+            level = self._levels[levelname] = (key, str(key).upper())
+        return level
+
+    def _plain_line(self, record: logging.LogRecord) -> str | None:
+        """`_render_plain`'s line for a record without traceback or bound context
+        (None: one for the chain)."""
+        line = (
+            f"{self._clock.text(record.created)} {self._level(record.levelname)[1]} "
+            f"{record.name}: {record.getMessage()}"
+        )
+        attributes = record.__dict__
+        if _QUIET.issuperset(attributes):  # the usual case, checked without a new set
+            return line
+        extras = _extras(attributes)
+        if extras is None:
+            return None
+        shown = [key for key in extras if key not in _CONTEXT_FIELDS]
+        if not shown:
+            return line
+        pairs = " ".join(f"{key}={attributes[key]!r}" for key in shown)
+        return f"{line} {pairs}"
+
+    def _json_line(self, record: logging.LogRecord) -> str | None:
+        """The chain's JSON object (same fields, same order) for such a record."""
+        attributes = record.__dict__
+        if _QUIET.issuperset(attributes):
+            extras: Iterable[str] = filter(_CONTEXT_FIELDS.__contains__, attributes)
+        else:
+            found = _extras(attributes)
+            if found is None:
+                return None
+            extras = found
+        event_dict: EventDict = {"event": record.getMessage()}
+        for key in extras:
+            event_dict[key] = attributes[key]
+        event_dict["level"] = self._level(record.levelname)[0]
+        event_dict["logger"] = record.name
+        event_dict["timestamp"] = self._clock.text(record.created)
+        return _encode_json(_add_run_context(None, "", event_dict))
+
+    def _through_chain(self, record: logging.LogRecord) -> str:
         event_dict: EventDict = {
             "event": record.getMessage(),
             "_record": record,
@@ -214,13 +349,7 @@ def formatter(format: Format = "plain", colors: bool = False) -> logging.Formatt
     """A stdlib formatter rendering records (stdlib's and structlog's) in `format`."""
     if format not in FORMATS:
         raise ValueError(f"unknown logging format {format!r}; expected one of {FORMATS}")
-    return _Formatter(
-        foreign_pre_chain=[_add_record_extras],
-        processors=[
-            *_shared_processors(short_time=format == "rich"),
-            *_renderer(format, colors and format == "rich"),
-        ],
-    )
+    return _Formatter(format, colors and format == "rich")
 
 
 class _Handler(logging.StreamHandler[TextIO]):
@@ -234,26 +363,38 @@ class _Handler(logging.StreamHandler[TextIO]):
 
     def __init__(self, stream: TextIO) -> None:
         super().__init__(stream)
-        # The loop a flush is scheduled on (a stopped loop's never comes: a
-        # record on another loop schedules its own).
-        self._flush_on: asyncio.AbstractEventLoop | None = None
+        # The loop a flush is scheduled on, and its thread (a stopped loop's
+        # never comes: a record on another loop schedules its own).
+        self._flush_on: tuple[asyncio.AbstractEventLoop, int] | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.stream.write(self.format(record) + self.terminator)
+            formatter = self.formatter  # directly: Handler.format is one call more
+            line = self.format(record) if formatter is None else formatter.format(record)
+            self.stream.write(line + self.terminator)
         except RecursionError:
             raise
         except Exception:
             self.handleError(record)
             return
+        if record.levelno >= logging.WARNING:
+            self.flush()
+            return
+        pending = self._flush_on
+        thread = threading.get_ident()
+        # Only one loop runs in a thread at a time: if the pending flush's loop
+        # is running in this one, this record is on it and its flush is due.
+        # (Asking asyncio for the running loop costs a getpid() system call
+        # per record on CPython 3.11.)
+        if pending is not None and pending[1] == thread and pending[0].is_running():
+            return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            loop = None
-        if loop is None or record.levelno >= logging.WARNING:
             self.flush()
-        elif self._flush_on is not loop:
-            self._flush_on = loop
+            return
+        if pending is None or pending[0] is not loop:
+            self._flush_on = (loop, thread)
             loop.call_soon(self._deferred_flush)
 
     def _deferred_flush(self) -> None:

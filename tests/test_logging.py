@@ -8,20 +8,28 @@ import io
 import json
 import logging
 import os
+import random
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from types import SimpleNamespace
+from typing import Annotated, Any, cast
 
 import pytest
+import structlog
 
 from docket_nats import Docket, Execution, Logged, Retry, TaskLogger, Worker
 from docket_nats.annotations import call_format
-from docket_nats.dependencies.base import current_docket, current_execution, current_worker
+from docket_nats.dependencies.base import (
+    current_docket,
+    current_execution,
+    current_worker,
+    format_duration,
+)
 from docket_nats.logging import configure as configure_logging
 from docket_nats.logging import formatter
-from docket_nats.runlog import log_outcome
+from docket_nats.runlog import _took, log_outcome
 
 SECRET = "4111-1111-SECRET-CARD"
 CONTEXT = ("docket.name", "docket.task", "docket.key", "docket.attempt", "docket.worker")
@@ -288,6 +296,16 @@ async def test_log_outcome_for_other_handlers(
     assert struck.getMessage() == "🗙 process_payment('9', credit_card=...){k2} (struck)"
 
 
+def test_run_line_durations_read_as_format_duration() -> None:
+    values = [0.0, -0.0, -0.2, 1e-9, 0.0005, 0.0015, 0.0025, 0.1234, 1.0, 99.9994, 99.9995]
+    values += [99.99999, 100.0, 150.4, float("inf"), float("nan")]
+    values += [(k + 0.5) / 1000 for k in range(0, 100_000, 7)]
+    rng = random.Random(7)
+    values += [rng.uniform(0, 100) * rng.choice([1, 1e-2, 1e-4]) for _ in range(20_000)]
+    for seconds in values:
+        assert _took(seconds) == format_duration(seconds), seconds
+
+
 async def test_nothing_is_built_when_info_is_off(
     docket: Docket, worker: Worker, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -436,6 +454,76 @@ def test_human_formats(caplog: pytest.LogCaptureFixture) -> None:
         formatter("xml")  # type: ignore[arg-type]
 
 
+def test_direct_rendering_matches_the_processor_chain() -> None:
+    """plain and json render the usual record without the processor chain: the
+    same text, field for field and in order, as the chain gives it."""
+    when = datetime.now(UTC)
+    fake_docket = cast(Docket, SimpleNamespace(name="d"))
+    running = Execution(fake_docket, process_payment, ("1",), {}, "run-key", when, 2)
+
+    def record(
+        level: int = logging.INFO, extra: dict[str, Any] | None = None, **kwargs: Any
+    ) -> logging.LogRecord:
+        return logging.getLogger("docket_nats.worker").makeRecord(
+            "docket_nats.worker",
+            level,
+            __file__,
+            1,
+            "%s [%s] %s",
+            ("↪", "3ms", "f(){k}"),
+            kwargs.pop("exc_info", None),
+            extra=extra,
+            **kwargs,
+        )
+
+    context = {
+        "docket.name": "d",
+        "docket.task": "f",
+        "docket.key": "k",
+        "docket.when": "w",
+        "docket.attempt": 1,
+        "docket.worker": "w1",
+        "punctuality": 0.25,
+    }
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        error = sys.exc_info()
+    records = [
+        record(),
+        record(extra=context),
+        record(logging.WARNING, extra={**context, "outcome": "struck", "duration": 1.5}),
+        record(extra={"order": 5, "note": "a b", **context}),
+        record(25, extra={"order": [1, 2]}),
+        record(extra={"level": "x", "timestamp": "t", "event": "e"}),
+        record(extra={"exception": "not a traceback"}),
+        record(logging.ERROR, extra=context, exc_info=error),
+        record(extra={"obj": object}, sinfo="Stack (most recent call last):\n  here"),
+    ]
+    for name in ("plain", "json", "rich"):
+        direct = cast(structlog.stdlib.ProcessorFormatter, formatter(name))  # type: ignore[arg-type]
+        chain = structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=direct.foreign_pre_chain, processors=direct.processors
+        )
+        for made in records:
+            before = dict(vars(made))
+            assert direct.format(made) == chain.format(made), (name, vars(made))
+            assert vars(made) == before  # the record is left as it was
+        token = current_execution.set(running)  # a record logged while a task runs
+        try:
+            assert direct.format(records[0]) == chain.format(records[0])
+            assert direct.format(records[3]) == chain.format(records[3])
+            bound = structlog.contextvars.bind_contextvars(request="r-1", duration=2.0)
+            try:
+                for made in records[:4]:
+                    assert direct.format(made) == chain.format(made)
+                    assert name == "rich" or "r-1" in direct.format(made)
+            finally:
+                structlog.contextvars.reset_contextvars(**bound)
+        finally:
+            current_execution.reset(token)
+
+
 def test_importing_configures_nothing() -> None:
     code = (
         "import logging, structlog, docket_nats, docket_nats.logging, docket_nats.cli;"
@@ -582,6 +670,43 @@ async def test_the_configured_handler_flushes_by_the_next_loop_turn() -> None:
         logging.getLogger("docket_nats.test").warning("now")
         assert stream.flushes == 2  # warnings are not held back
     finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+
+def test_a_flush_left_on_a_stopped_loop_does_not_hold_back_another_loop() -> None:
+    class Stream(io.StringIO):
+        flushes = 0
+
+        def flush(self) -> None:
+            self.flushes += 1
+
+    stream = Stream()
+    root = logging.getLogger()
+    level = root.level
+    handler = configure_logging("plain", "INFO", stream=stream)
+    log = logging.getLogger("docket_nats.test")
+
+    async def log_as_the_loop_stops() -> None:
+        asyncio.get_running_loop().stop()
+        log.info("last line of a stopped loop")  # its flush would come on the next turn
+
+    async def log_and_turn() -> None:
+        log.info("a line on a new loop")
+        await asyncio.sleep(0)
+
+    first, second = asyncio.new_event_loop(), asyncio.new_event_loop()
+    try:
+        first.create_task(log_as_the_loop_stops())
+        first.run_forever()
+        assert stream.flushes == 0
+        second.run_until_complete(log_and_turn())
+        assert stream.flushes == 1 and stream.getvalue().count("\n") == 2
+        log.info("no loop in this thread")
+        assert stream.flushes == 2  # at once
+    finally:
+        first.close()
+        second.close()
         root.removeHandler(handler)
         root.setLevel(level)
 
