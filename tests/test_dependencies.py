@@ -285,6 +285,34 @@ async def test_worker_level_dependencies_wrap_every_run(docket: Docket) -> None:
     assert events == ["start w1", "task", "end w1"]
 
 
+async def test_worker_level_dependencies_as_a_list(docket: Docket) -> None:
+    """docket also takes `dependencies=[...]`: each wraps every run, a Retry included."""
+    events: list[str] = []
+    attempts: list[int] = []
+
+    async def traced(key: str = TaskKey()) -> AsyncIterator[None]:
+        events.append(f"start {key}")
+        try:
+            yield
+        finally:
+            events.append(f"end {key}")
+
+    async def flaky(execution: Execution = CurrentExecution()) -> None:
+        attempts.append(execution.attempt)
+        if execution.attempt == 1:
+            raise RuntimeError("first try fails")
+
+    await docket.add(flaky, key="l1")()
+    async with Worker(
+        docket,
+        dependencies=[Depends(traced), Retry(attempts=2)],
+        minimum_check_interval=timedelta(milliseconds=20),
+    ) as worker:
+        await worker.run_until_finished()
+    assert attempts == [1, 2]
+    assert events == ["start l1", "end l1", "start l1", "end l1"]
+
+
 async def test_sync_tasks_see_the_run_context(docket: Docket, worker: Worker) -> None:
     seen: list[str] = []
 

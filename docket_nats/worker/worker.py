@@ -13,10 +13,10 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 
 from nats.aio.msg import Msg
 from nats.js import api
@@ -85,7 +85,7 @@ class Worker:
         schedule_automatic_tasks: bool = True,
         enable_internal_instrumentation: bool = False,
         fallback_task: TaskFunction | None = None,
-        dependencies: Mapping[str, Any] | None = None,
+        dependencies: Mapping[str, Any] | Iterable[Any] | None = None,
         message_batch: int = 0,
         *,
         shutdown_grace: timedelta = timedelta(seconds=30),
@@ -102,7 +102,7 @@ class Worker:
         self.schedule_automatic_tasks = schedule_automatic_tasks
         self.enable_internal_instrumentation = enable_internal_instrumentation
         self.fallback_task = fallback_task
-        self.dependencies = dict(dependencies or {})
+        self.dependencies = _named_dependencies(dependencies)
         # What Shared(...) dependencies made, kept until this worker stops.
         self.shared_values = SharedValues()
         self.message_batch = message_batch
@@ -420,3 +420,12 @@ async def _quietly_hand_back(message: Msg) -> None:
 async def _hand_back(message: Msg) -> None:
     """A message that arrived after the worker began stopping: redeliver it at once."""
     await message.nak()
+
+
+def _named_dependencies(dependencies: Mapping[str, Any] | Iterable[Any] | None) -> dict[str, Any]:
+    """Worker-level dependencies by name: docket takes a mapping (named) or a list."""
+    if dependencies is None:
+        return {}
+    if isinstance(dependencies, Mapping):
+        return dict(cast(Mapping[str, Any], dependencies))
+    return {f"worker_dependency_{index}": value for index, value in enumerate(dependencies)}
