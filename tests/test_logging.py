@@ -650,41 +650,43 @@ async def test_worker_cli_json_output(nats_url: str, docket_name: str, docket: D
     assert finish["logger"] == "docket_nats.worker" and finish["level"] == "info"
 
 
-async def test_the_configured_handler_flushes_by_the_next_loop_turn() -> None:
-    class Stream(io.StringIO):
-        flushes = 0
+class CountingStream(io.StringIO):
+    flushes = 0
 
-        def flush(self) -> None:
-            self.flushes += 1
+    def flush(self) -> None:
+        self.flushes += 1
 
-    stream = Stream()
+
+@pytest.fixture
+def counted() -> Iterator[CountingStream]:
+    """The plain handler configure() installs, writing to a stream that counts flushes."""
+    stream = CountingStream()
     root = logging.getLogger()
     level = root.level
     handler = configure_logging("plain", "INFO", stream=stream)
     try:
-        for number in range(3):
-            logging.getLogger("docket_nats.test").info("line %d", number)
-        assert stream.getvalue().count("\n") == 3 and stream.flushes == 0  # one write...
-        await asyncio.sleep(0)
-        assert stream.flushes == 1  # ...flushed once, when the loop turns
-        logging.getLogger("docket_nats.test").warning("now")
-        assert stream.flushes == 2  # warnings are not held back
+        yield stream
     finally:
         root.removeHandler(handler)
         root.setLevel(level)
 
 
-def test_a_flush_left_on_a_stopped_loop_does_not_hold_back_another_loop() -> None:
-    class Stream(io.StringIO):
-        flushes = 0
+async def test_the_configured_handler_flushes_by_the_next_loop_turn(
+    counted: CountingStream,
+) -> None:
+    for number in range(3):
+        logging.getLogger("docket_nats.test").info("line %d", number)
+    assert counted.getvalue().count("\n") == 3 and counted.flushes == 0  # one write...
+    await asyncio.sleep(0)
+    assert counted.flushes == 1  # ...flushed once, when the loop turns
+    logging.getLogger("docket_nats.test").warning("now")
+    assert counted.flushes == 2  # warnings are not held back
 
-        def flush(self) -> None:
-            self.flushes += 1
 
-    stream = Stream()
-    root = logging.getLogger()
-    level = root.level
-    handler = configure_logging("plain", "INFO", stream=stream)
+def test_a_flush_left_on_a_stopped_loop_does_not_hold_back_another_loop(
+    counted: CountingStream,
+) -> None:
+    stream = counted
     log = logging.getLogger("docket_nats.test")
 
     async def log_as_the_loop_stops() -> None:
@@ -707,8 +709,6 @@ def test_a_flush_left_on_a_stopped_loop_does_not_hold_back_another_loop() -> Non
     finally:
         first.close()
         second.close()
-        root.removeHandler(handler)
-        root.setLevel(level)
 
 
 async def test_run_lines_are_complete_log_records(
