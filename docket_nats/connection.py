@@ -400,13 +400,23 @@ class Publisher:
         if message.headers and message.headers.get("Status") == "503":
             future.set_exception(NoStreamResponseError())
             return
-        reply = _pub_ack_decoder.decode(message.data)
-        if reply.error is not None:
-            future.set_exception(APIError(**reply.error))
-        else:
-            future.set_result(
-                api.PubAck(stream=reply.stream, seq=reply.seq, duplicate=reply.duplicate)
-            )
+        # The entry is gone from `pending` (no sweep will time it out): whatever
+        # the reply holds, the future must be settled here.
+        try:
+            reply = _pub_ack_decoder.decode(message.data)
+            if reply.error is not None:
+                known = {"code", "description", "err_code", "stream", "seq"}
+                error: BaseException = APIError(
+                    **{name: value for name, value in reply.error.items() if name in known}
+                )
+            else:
+                future.set_result(
+                    api.PubAck(stream=reply.stream, seq=reply.seq, duplicate=reply.duplicate)
+                )
+                return
+        except Exception as problem:
+            error = APIError(description=f"unreadable publish acknowledgement: {problem}")
+        future.set_exception(error)
 
 
 # nats-py releases (major.minor) whose Client.publish Publisher._enqueue restates.

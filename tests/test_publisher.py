@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 import nats
 import pytest
 from nats.errors import BadHeaderError
+from nats.js.errors import APIError
 
 from docket_nats import Disposition, Docket
 from docket_nats.connection import MSG_ID, Publisher, decode_headers, encode_headers
@@ -123,6 +124,28 @@ async def test_a_cancelled_publish_leaves_nothing_pending(nats_url: str) -> None
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+        assert publisher.pending == {}
+    finally:
+        await nc.close()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [b"", b"not json", b'{"error": {"code": 400, "err_code": 1, "description": "x", "new": 1}}'],
+)
+async def test_an_unreadable_acknowledgement_fails_the_publish_at_once(
+    nats_url: str, answer: bytes
+) -> None:
+    nc = await nats.connect(nats_url)  # pyright: ignore[reportUnknownMemberType]
+    try:
+
+        async def responder(message: nats.aio.msg.Msg) -> None:
+            await nc.publish(message.reply, answer)
+
+        await nc.subscribe("odd.>", cb=responder)  # pyright: ignore[reportUnknownMemberType]
+        publisher = await Publisher.start(nc, ack_timeout=30.0, retry_for=0.0)
+        with pytest.raises(APIError):
+            await asyncio.wait_for(publisher.publish("odd.x", b"", None), timeout=5)
         assert publisher.pending == {}
     finally:
         await nc.close()
