@@ -205,7 +205,9 @@ class StateRecorder:
         labels = task_labels(self.docket.name, execution.function_name)
         metrics.running[labels] -= 1
         if isinstance(outcome.exception, AdmissionBlocked):
-            # Never ran: rescheduled (its next delivery counts) or dropped (see `dropped`).
+            # Never ran: rescheduled (its next delivery counts) or dropped (see
+            # `dropped`). No RUNNING record for it either.
+            _waiting.pop(id(execution), None)
             return
         metrics.observe("docket_task_duration", labels, outcome.duration.total_seconds())
         if handled:

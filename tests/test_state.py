@@ -12,7 +12,7 @@ import pytest
 import worker_process
 from worker_process import Probe, spawn
 
-from docket_nats import Docket, Execution, ExecutionCancelled, ExecutionState, Worker
+from docket_nats import Debounce, Docket, Execution, ExecutionCancelled, ExecutionState, Worker
 from docket_nats.results import ResultUnavailable, TaskFailed
 
 pytestmark = pytest.mark.timeout(60)
@@ -216,6 +216,30 @@ async def test_a_short_run_is_recorded_once_when_it_ends(docket: Docket, worker:
     await events.aclose()
     await running
     assert event["type"] == "state" and event["state"] is ExecutionState.COMPLETED
+
+
+async def debounced(debounce: Debounce = Debounce(timedelta(milliseconds=300))) -> None:
+    pass
+
+
+async def test_a_postponed_run_is_never_recorded_running(docket: Docket, worker: Worker) -> None:
+    """Debounce postpones the first delivery: that attempt never ran, so no RUNNING
+    record may appear between QUEUED and the real run's COMPLETED."""
+    execution = await docket.add(debounced, key="quiet")()
+    events = execution.subscribe()
+    assert (await anext(events))["type"] == "state"
+    await anext(events)  # the progress snapshot
+    running = asyncio.create_task(worker.run_until_finished())
+    seen: list[ExecutionState] = []
+    async with asyncio.timeout(10):
+        async for event in events:
+            if event["type"] == "state":
+                seen.append(event["state"])
+                if event["state"] is ExecutionState.COMPLETED:
+                    break
+    await events.aclose()
+    await running
+    assert ExecutionState.RUNNING not in seen, seen
 
 
 async def test_records_expire_after_the_execution_ttl(nats_url: str, docket_name: str) -> None:
