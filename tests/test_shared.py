@@ -95,6 +95,25 @@ async def test_each_worker_has_its_own_value(docket: Docket) -> None:
     assert len(made) == 2 and made[0] is not made[1]
 
 
+async def test_a_worker_entered_again_makes_its_values_anew(docket: Docket) -> None:
+    made: list[Pool] = []
+
+    def make_pool() -> Pool:
+        made.append(Pool())
+        return made[-1]
+
+    async def task(pool: Pool = Shared(make_pool)) -> None:
+        assert pool is made[-1]
+
+    worker = Worker(docket)
+    for _ in range(2):
+        execution = await docket.add(task)()
+        async with worker:
+            await worker.run_until_finished()
+        await execution.get_result(timeout=timedelta(seconds=5))  # no "worker has stopped"
+    assert len(made) == 2
+
+
 async def test_factories_may_use_other_shared_values_and_the_docket(docket: Docket) -> None:
     def dsn(d: Docket = CurrentDocket()) -> str:
         return f"db-for-{d.name}"

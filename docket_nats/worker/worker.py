@@ -131,6 +131,7 @@ class Worker:
     # -- lifecycle -------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
+        self.shared_values = SharedValues()  # a worker entered again makes them anew
         await self._ensure_consumer()
         await heartbeat_bucket(self.docket.connection.js, self.docket.names, self.docket.replicas)
         self._started_at = datetime.now(UTC)
@@ -142,8 +143,10 @@ class Worker:
         exc_value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        await self._stop_actors()
-        await self.shared_values.aclose()  # after the last task that could use them
+        try:
+            await self._stop_actors()
+        finally:
+            await self.shared_values.aclose()  # after the last task that could use them
 
     async def _consumer_ack_wait(self) -> float:
         """The shared consumer's ack wait now (the last worker to start set it)."""
