@@ -101,7 +101,9 @@ class ServerProcess:
     extra_args: list[str] = field(default_factory=list[str])
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
-    pid_file: Path | None = None  # where the server writes its pid (-P), if anywhere
+    # Where to note the server's pid once it listens (not nats-server's -P: a
+    # server that fails to bind would overwrite the running one's pid first).
+    pid_file: Path | None = None
 
     @property
     def url(self) -> str:
@@ -113,8 +115,6 @@ class ServerProcess:
         if self.config is not None:
             command += ["-c", str(self.config)]
         command += ["-a", EMBEDDED_HOST, "-p", str(self.port), "-js", "-sd", str(self.store_dir)]
-        if self.pid_file is not None:
-            command += ["-P", str(self.pid_file)]
         command += self.extra_args
         self.log_path = self.store_dir / "nats-server.log"
         with open(self.log_path, "ab") as log:
@@ -135,6 +135,8 @@ class ServerProcess:
                 self.stop()
                 raise TimeoutError(f"nats-server did not listen on {self.url} in {timeout}s")
             time.sleep(0.01)
+        if self.pid_file is not None:
+            self.pid_file.write_text(f"{self.process.pid}\n")
 
     def log_tail(self, lines: int = 20) -> str:
         if self.log_path is None or not self.log_path.exists():
@@ -163,6 +165,7 @@ class _Users:
     """The processes using the embedded server on one port (see the module doc)."""
 
     def __init__(self, port: int) -> None:
+        self.port = port
         self.directory = data_directory()
         self.users = self.directory / f"users-{port}"
         self.pid_file = self.directory / f"nats-server-{port}.pid"
@@ -200,7 +203,7 @@ class _Users:
             pid = int(self.pid_file.read_text().strip())
         except (OSError, ValueError):
             return None
-        return pid if _alive(pid) and _is_nats_server(pid) else None
+        return pid if _alive(pid) and _is_nats_server(pid, self.port) else None
 
 
 def _alive(pid: int) -> bool:
@@ -221,13 +224,17 @@ def _is_zombie(pid: int) -> bool:
     return status.rpartition(")")[2].split()[0] == "Z"
 
 
-def _is_nats_server(pid: int) -> bool:
-    """Guards against a stale pid file whose pid now belongs to something else."""
+def _is_nats_server(pid: int, port: int) -> bool:
+    """Guards against a stale pid file whose pid now belongs to something else
+    (another program, or a nats-server on another port)."""
     try:
-        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return True  # no /proc (macOS): trust the pid file
-    return b"nats-server" in command
+    return (
+        any(argument.endswith(b"nats-server") for argument in arguments)
+        and f"-p\0{port}\0".encode() in b"\0".join(arguments) + b"\0"
+    )
 
 
 def _terminate(pid: int, timeout: float = 10.0) -> None:

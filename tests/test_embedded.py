@@ -247,3 +247,17 @@ def test_a_server_started_outside_docket_nats_is_never_stopped(
         assert is_listening(port)
     finally:
         outside.stop()
+
+
+def test_a_stale_pid_file_never_names_another_server(tmp_path: Path) -> None:
+    server = ServerProcess(free_port(), tmp_path / "other")
+    server.start()
+    try:
+        assert server.process is not None
+        pid = server.process.pid
+        assert embedded._is_nats_server(pid, server.port)  # pyright: ignore[reportPrivateUsage]
+        # The same process is not "the server on another port", nor is this one.
+        assert not embedded._is_nats_server(pid, server.port + 1)  # pyright: ignore[reportPrivateUsage]
+        assert not embedded._is_nats_server(os.getpid(), server.port)  # pyright: ignore[reportPrivateUsage]
+    finally:
+        server.stop()
