@@ -39,7 +39,7 @@ from docket_nats import (
 from docket_nats.dependencies.concurrency import ConcurrencyBlocked
 
 sys.path.insert(0, str(Path(__file__).parent))
-from worker_process import WorkerProcess
+from worker_process import WorkerProcess, wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -158,13 +158,7 @@ class Probe:
         return [e for e in self.events if e.event == event and label in (None, e.label)]
 
     async def until(self, condition: Callable[[], bool], within: float, what: str) -> None:
-        try:
-            async with asyncio.timeout(within):
-                while not condition():
-                    self.changed.clear()
-                    await self.changed.wait()
-        except TimeoutError:
-            raise AssertionError(f"waited {within}s for {what}; saw {self.events}") from None
+        await wait_until(self.changed, condition, within, what, self.events)
 
 
 @pytest.fixture

@@ -66,6 +66,20 @@ tasks = [hold, note, die]
 # -- the test side -------------------------------------------------------------
 
 
+async def wait_until(
+    changed: asyncio.Event, condition: Callable[[], bool], within: float, what: str, seen: object
+) -> None:
+    """Wait (at most `within` s) until `condition()` holds, re-checking each time
+    `changed` is set; on timeout, fail naming `what` and what was `seen`."""
+    try:
+        async with asyncio.timeout(within):
+            while not condition():
+                changed.clear()
+                await changed.wait()
+    except TimeoutError:
+        raise AssertionError(f"waited {within}s in vain for {what}; events: {seen}") from None
+
+
 @dataclass(frozen=True)
 class Event:
     event: str
@@ -100,15 +114,7 @@ class Probe:
     async def wait_for(
         self, condition: Callable[[], bool], within: float, what: str = "condition"
     ) -> None:
-        try:
-            async with asyncio.timeout(within):
-                while not condition():
-                    self._changed.clear()
-                    await self._changed.wait()
-        except TimeoutError:
-            raise AssertionError(
-                f"waited {within}s in vain for {what}; events: {self.events}"
-            ) from None
+        await wait_until(self._changed, condition, within, what, self.events)
 
     async def wait_event(self, event: str, label: str, count: int = 1, within: float = 15) -> Event:
         """The `count`-th such event, once it has happened (at most `within` seconds)."""
