@@ -11,8 +11,8 @@ lateness of each run after the time it was due.
 
 `--fire-early-ms N` is an experiment, not a product setting: it makes the
 server fire each schedule N ms before it is due and lets the worker hold the
-message to its exact time (what DESIGN.md §2 suggests to beat the server's
-250 ms scheduler passes). The hold happens inside a run slot today, so it
+message to its exact time (a way to beat the server's 250 ms scheduler passes,
+docs/nats-facts.md §3). The hold happens inside a run slot today, so it
 needs a concurrency of about rate x N ms (e.g. 400 for 1,000/s at 300 ms).
 """
 

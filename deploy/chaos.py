@@ -44,7 +44,7 @@ from tests.cluster import Cluster, stream_leader  # noqa: E402
 NAME = "chaos"
 REDELIVERY = 3.0
 # A task held by a killed worker comes back after the redelivery timeout; one
-# whose stream lost its leader waits for the election (~4 s, NOTES §4).
+# whose stream lost its leader waits for the election (~4 s, docs/nats-facts.md §4).
 TOLERANCE = REDELIVERY + 7.0
 PERPETUAL_CHAINS = 3
 

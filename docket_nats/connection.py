@@ -39,7 +39,7 @@ logger = logging.getLogger("docket_nats.connection")
 DEAD_LETTER_MAX_AGE = 7 * 24 * 3600.0
 
 # How long a publish keeps retrying while a stream has no leader (a Raft election
-# after a node died takes ~4 s, NOTES §4) or its ack is lost. Well inside the
+# after a node died takes ~4 s, docs/nats-facts.md §4) or its ack is lost. Well inside the
 # streams' 2-minute duplicate window (see Publisher for why a retry of a publish
 # that did land is not stored twice).
 PUBLISH_RETRY_FOR = 30.0

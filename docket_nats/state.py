@@ -96,7 +96,7 @@ def progress_subject(names: Names, key: str) -> str:
 
 
 def ttl_header(ttl: timedelta) -> dict[str, str]:
-    # Whole seconds (see NOTES: nats-py and the server take "<n>s"); at least 1 s,
+    # Whole seconds (see docs/nats-facts.md §5: nats-py and the server take "<n>s"); at least 1 s,
     # so that a docket with execution_ttl=0 still lets a waiting caller read it.
     return {"Nats-TTL": f"{max(1, math.ceil(ttl.total_seconds()))}s"}
 

@@ -1,6 +1,6 @@
 """Every subject, stream, consumer and bucket name of a docket, in one place.
 
-Per docket name N (see DESIGN §2 and docs/architecture.md):
+Per docket name N (see docs/architecture.md):
 
     docket.N.sched.<key>   future tasks (NATS message schedules fire them)   stream DOCKET_N
     docket.N.run.<key>     runnable tasks, pulled by the workers' consumer    stream DOCKET_N

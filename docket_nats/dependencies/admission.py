@@ -13,7 +13,7 @@ earlier limit is released), and hands the blocked run to `settle_blocked`:
   Not `message.nak(delay=...)`: every nak counts as a delivery, and the worker
   parks a message delivered `max_deliveries` times as a dead letter, so a task
   that waits long for a slot would end up there; parked naks also count
-  against the consumer's max_ack_pending and stop it delivering (NOTES).
+  against the consumer's max_ack_pending and stop it delivering (docs/nats-facts.md §2).
 - `reschedule=False`: the run is dropped, recorded as cancelled (what docket
   does for a debounced or cooled-down duplicate).
 """

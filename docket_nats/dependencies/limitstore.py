@@ -2,7 +2,7 @@
 
 One bucket per docket, `docket-<name>-limits`, history 1, without limit
 markers (after a TTL expiry nats-py would read a marker as a key with no value
-and refuse `create`: see NOTES). Every write is a raw publish to
+and refuse `create`: see docs/nats-facts.md §5). Every write is a raw publish to
 `$KV.<bucket>.<key>` so it can carry both a per-message TTL (`Nats-TTL`, whole
 seconds or more than 1 s: the server refuses less) and a compare-and-set on the
 key's last sequence (`Nats-Expected-Last-Subject-Sequence`, 0 = "no message on
