@@ -9,7 +9,7 @@ import signal
 from datetime import timedelta
 from typing import Any
 
-from ..metrics import serve_metrics
+from ..metrics_exporter import serve_metrics
 from ..worker import Worker
 from .common import add_docket_options, docket_from
 
