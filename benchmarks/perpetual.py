@@ -99,14 +99,15 @@ async def measure(url: str, tasks: int, seconds: float, every: float, concurrenc
 def fire_early(lead: timedelta) -> None:
     """Experiment: schedules fire `lead` early; the executor holds them until due."""
     from docket_nats import docket as docket_module
+    from docket_nats.subjects import SCHEDULE
 
     placement = docket_module.Docket._placement  # pyright: ignore[reportPrivateUsage]
 
     def early(self: Docket, execution: Execution) -> tuple[str, dict[str, str]]:
         subject, headers = placement(self, execution)
-        if docket_module.SCHEDULE in headers:
+        if SCHEDULE in headers:
             fire = max(datetime.now(UTC), execution.when - lead)
-            headers[docket_module.SCHEDULE] = f"@at {docket_module.schedule_time(fire)}"
+            headers[SCHEDULE] = f"@at {docket_module.schedule_time(fire)}"
         return subject, headers
 
     docket_module.Docket._placement = early  # type: ignore[method-assign]

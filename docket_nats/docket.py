@@ -33,7 +33,15 @@ from .state import queued_or_scheduled, record_cancelled
 from .state_reading import get_execution
 from .strike_rules import LiteralOperator, Operator
 from .strikes import StrikeList
-from .subjects import DOCKET_WHEN, Names
+from .subjects import (
+    DOCKET_WHEN,
+    EXPECTED_LAST_SUBJECT_SEQUENCE,
+    EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT,
+    SCHEDULE,
+    SCHEDULE_TARGET,
+    WRONG_LAST_SEQUENCE,
+    Names,
+)
 from .wire import DeadLetter, TaskEnvelope, encode_envelope, task_signature
 
 if TYPE_CHECKING:
@@ -44,11 +52,6 @@ logger = logging.getLogger("docket_nats.docket")
 P = ParamSpec("P")
 R = TypeVar("R")
 
-WRONG_LAST_SEQUENCE = 10071
-EXPECTED_LAST_SUBJECT_SEQUENCE = "Nats-Expected-Last-Subject-Sequence"
-EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
-SCHEDULE = "Nats-Schedule"
-SCHEDULE_TARGET = "Nats-Schedule-Target"
 # How early future tasks fire; the worker holds them until they are due.
 SCHEDULE_LEAD = timedelta(milliseconds=300)
 

@@ -9,7 +9,6 @@ workers is reading the bucket: no sweeping, no clocks to agree on.
 from __future__ import annotations
 
 import asyncio
-import math
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -18,7 +17,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, NoKeysError, NotFoundError
 from nats.js.kv import KeyValue
 
-from .subjects import Names, encode_key
+from .subjects import TTL, Names, encode_key, kv_subject, ttl_value
 
 
 class Heartbeat(msgspec.Struct, kw_only=True):
@@ -61,8 +60,8 @@ async def heartbeat_bucket(js: JetStreamContext, names: Names, replicas: int) ->
 async def beat(js: JetStreamContext, names: Names, heartbeat: Heartbeat, ttl: float) -> None:
     """Write one heartbeat that the server deletes after `ttl` seconds."""
     # nats-py's KV put takes no TTL: publish to the bucket's subject with Nats-TTL.
-    subject = f"$KV.{names.bucket('workers')}.{encode_key(heartbeat.name)}"
-    headers = {"Nats-TTL": f"{max(1, math.ceil(ttl))}s"}
+    subject = kv_subject(names.bucket("workers"), encode_key(heartbeat.name))
+    headers = {TTL: ttl_value(ttl)}
     await js.publish(subject, _encoder.encode(heartbeat), headers=headers)
 
 

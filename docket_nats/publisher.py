@@ -26,6 +26,8 @@ from nats.errors import (
 from nats.js import api
 from nats.js.errors import APIError, NoStreamResponseError
 
+from .subjects import MSG_ID, STATUS
+
 logger = logging.getLogger("docket_nats.publisher")
 
 # How long a publish keeps retrying while a stream has no leader (a Raft election
@@ -33,7 +35,6 @@ logger = logging.getLogger("docket_nats.publisher")
 # streams' 2-minute duplicate window (see Publisher for why a retry of a publish
 # that did land is not stored twice).
 PUBLISH_RETRY_FOR = 30.0
-MSG_ID = "Nats-Msg-Id"
 
 
 class Publisher:
@@ -191,7 +192,7 @@ class Publisher:
         future = entry[0]
         if future.done():
             return
-        if message.headers and message.headers.get("Status") == "503":
+        if message.headers and message.headers.get(STATUS) == "503":
             future.set_exception(NoStreamResponseError())
             return
         # The entry is gone from `pending` (no sweep will time it out): whatever

@@ -23,7 +23,7 @@ from nats.js.errors import NotFoundError
 from .execution import Execution, ExecutionState
 from .heartbeats import WorkerInfo
 from .state_reading import apply, read_record
-from .subjects import Names
+from .subjects import Names, stream_purge_api
 from .wire import ArgumentError, UndecodableMessage, decode_envelope, task_signature
 
 if TYPE_CHECKING:
@@ -118,7 +118,7 @@ async def clear(docket: Docket) -> int:
     total = 0
     for subject_filter in (names.sched_filter, names.run_filter):
         response = await docket.connection.nc.request(
-            f"$JS.API.STREAM.PURGE.{names.stream}",
+            stream_purge_api(names.stream),
             json.dumps({"filter": subject_filter}).encode(),
             timeout=docket.connection.request_timeout,
         )

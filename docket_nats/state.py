@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -38,7 +37,16 @@ from .results import (
     encode_exception,
     encode_result,
 )
-from .subjects import Names, encode_key
+from .subjects import (
+    KV_OPERATION,
+    ROLLUP,
+    TTL,
+    Names,
+    encode_key,
+    kv_stream,
+    kv_subject,
+    ttl_value,
+)
 
 if TYPE_CHECKING:
     from .dependencies.base import TaskOutcome
@@ -84,21 +92,21 @@ def bucket_name(names: Names) -> str:
 
 
 def bucket_stream(names: Names) -> str:
-    return f"KV_{bucket_name(names)}"
+    return kv_stream(bucket_name(names))
 
 
 def state_subject(names: Names, key: str) -> str:
-    return f"$KV.{bucket_name(names)}.state.{encode_key(key)}"
+    return kv_subject(bucket_name(names), f"state.{encode_key(key)}")
 
 
 def progress_subject(names: Names, key: str) -> str:
-    return f"$KV.{bucket_name(names)}.progress.{encode_key(key)}"
+    return kv_subject(bucket_name(names), f"progress.{encode_key(key)}")
 
 
 def ttl_header(ttl: timedelta) -> dict[str, str]:
-    # Whole seconds (see docs/nats-facts.md §5: nats-py and the server take "<n>s"); at least 1 s,
-    # so that a docket with execution_ttl=0 still lets a waiting caller read it.
-    return {"Nats-TTL": f"{max(1, math.ceil(ttl.total_seconds()))}s"}
+    # At least 1 s, so that a docket with execution_ttl=0 still lets a waiting
+    # caller read it.
+    return {TTL: ttl_value(ttl.total_seconds())}
 
 
 async def ensure_bucket(docket: Docket) -> None:
@@ -176,7 +184,7 @@ class StateRecorder:
         self.worker_name = worker_name
         # Made once: these are on every task's path.
         self._max_size = docket.connection.nc.max_payload - 1024
-        self._state_prefix = f"$KV.{bucket_name(docket.names)}.state."
+        self._state_prefix = kv_subject(bucket_name(docket.names), "state.")
         self._finished_headers = ttl_header(docket.execution_ttl)
 
     async def started(self, execution: Execution) -> None:
@@ -261,7 +269,7 @@ class StateRecorder:
             await self._publish(
                 progress_subject(self.docket.names, execution.key),
                 b"",
-                {"KV-Operation": "PURGE", "Nats-Rollup": "sub"},
+                {KV_OPERATION: "PURGE", ROLLUP: "sub"},
             )
 
     def _record(self, execution: Execution, state: ExecutionState) -> ExecutionRecord:

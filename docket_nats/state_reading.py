@@ -26,7 +26,7 @@ from .state import (
     queued_or_scheduled,
     state_subject,
 )
-from .subjects import encode_key
+from .subjects import KV_PREFIX, encode_key, kv_subject
 from .wire import UndecodableMessage, decode_envelope
 
 if TYPE_CHECKING:
@@ -246,7 +246,7 @@ async def subscribe(execution: Execution) -> AsyncIterator[StateEvent | Progress
         inbox.put_nowait(message)
 
     subscriptions = [
-        await nc.subscribe(f"$KV.{bucket_name(names)}.*.{token}", cb=deliver),  # pyright: ignore[reportUnknownMemberType]
+        await nc.subscribe(kv_subject(bucket_name(names), f"*.{token}"), cb=deliver),  # pyright: ignore[reportUnknownMemberType]
         await nc.subscribe(names.any_state(execution.key), cb=deliver),  # pyright: ignore[reportUnknownMemberType]
     ]
     try:
@@ -257,7 +257,7 @@ async def subscribe(execution: Execution) -> AsyncIterator[StateEvent | Progress
         while True:
             message = await inbox.get()
             subject = message.subject
-            if subject.startswith("$KV."):
+            if subject.startswith(KV_PREFIX):
                 if ".progress." in subject:
                     execution.progress.apply(decode_progress(message.data))
                     yield progress_event(execution)

@@ -38,6 +38,7 @@ from .strike_rules import (
     compare,
     decode_rule,
 )
+from .subjects import kv_subject
 
 if TYPE_CHECKING:
     from nats.js import JetStreamContext
@@ -199,7 +200,7 @@ class StrikeList:
     async def _write(self, key: str, data: bytes, headers: dict[str, str]) -> int:
         if self._connection is None or self._bucket is None:
             raise RuntimeError("the Docket is not connected: use `async with Docket(...)`")
-        subject = f"$KV.{self.names.bucket('strikes')}.{key}"
+        subject = kv_subject(self.names.bucket("strikes"), key)
         return (await self._connection.publish(subject, data, headers)).seq
 
     # -- reading ---------------------------------------------------------------

@@ -16,13 +16,63 @@ makes one publish enough to honour idempotent keys (expected last subject sequen
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from functools import cached_property
 
-# Header carrying a scheduled task's due time (epoch seconds), for the worker to
-# hold a task that fires early (see worker/scheduler.py).
+# -- Headers ---------------------------------------------------------------------
+# Ours: a scheduled task's due time (epoch seconds), for the worker to hold a task
+# that fires early (see worker/scheduler.py).
 DOCKET_WHEN = "Docket-When"
+# JetStream's (docs/nats-facts.md §3, §5).
+MSG_ID = "Nats-Msg-Id"
+EXPECTED_LAST_SUBJECT_SEQUENCE = "Nats-Expected-Last-Subject-Sequence"
+EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
+SCHEDULE = "Nats-Schedule"
+SCHEDULE_TARGET = "Nats-Schedule-Target"
+TTL = "Nats-TTL"
+ROLLUP = "Nats-Rollup"
+KV_OPERATION = "KV-Operation"
+# On the server's status messages (pull requests, no responders).
+STATUS = "Status"
+PENDING_MESSAGES = "Nats-Pending-Messages"
+
+# -- Error codes -------------------------------------------------------------------
+# A publish whose expected last subject sequence did not hold: the key is taken,
+# or a compare-and-set lost.
+WRONG_LAST_SEQUENCE = 10071
+
+# The server refuses per-message TTLs under one second.
+MINIMUM_TTL = 1.0
+
+
+def ttl_value(seconds: float) -> str:
+    """A `Nats-TTL` value: at least 1 s; milliseconds are accepted above that."""
+    return f"{max(MINIMUM_TTL * 1000, math.ceil(seconds * 1000)):.0f}ms"
+
+
+def kv_stream(bucket: str) -> str:
+    """The stream behind a KV bucket."""
+    return f"KV_{bucket}"
+
+
+KV_PREFIX = "$KV."
+
+
+def kv_subject(bucket: str, key: str) -> str:
+    """The subject of a KV key (raw publishes carry headers nats-py's KV API lacks)."""
+    return f"{KV_PREFIX}{bucket}.{key}"
+
+
+def stream_purge_api(stream: str) -> str:
+    return f"$JS.API.STREAM.PURGE.{stream}"
+
+
+def consumer_next_api(stream: str, consumer: str) -> str:
+    """Where a pull request for the next messages of a consumer goes."""
+    return f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _PLAIN = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")

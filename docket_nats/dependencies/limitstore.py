@@ -18,29 +18,30 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import weakref
 from typing import TYPE_CHECKING, Any
 
 from nats.js.errors import APIError, KeyNotFoundError, NotFoundError
 
-from ..subjects import encode_key
+from ..subjects import (
+    EXPECTED_LAST_SUBJECT_SEQUENCE,
+    KV_OPERATION,
+    TTL,
+    WRONG_LAST_SEQUENCE,
+    encode_key,
+    kv_stream,
+    kv_subject,
+    stream_purge_api,
+    ttl_value,
+)
 
 if TYPE_CHECKING:
     from nats.js.kv import KeyValue
 
     from ..docket import Docket
 
-WRONG_LAST_SEQUENCE = 10071
-# The server refuses per-message TTLs under one second.
-MINIMUM_TTL = 1.0
 # A delete marker goes away by itself after this long (no markers pile up).
 MARKER_TTL = 1.0
-
-
-def ttl_value(seconds: float) -> str:
-    """`Nats-TTL` for `seconds` (at least 1 s; milliseconds are accepted above that)."""
-    return f"{max(MINIMUM_TTL * 1000, math.ceil(seconds * 1000)):.0f}ms"
 
 
 def limit_key(*parts: object) -> str:
@@ -64,12 +65,12 @@ class LimitStore:
         self.docket = docket
         self.kv = kv
         self.bucket = docket.names.bucket("limits")
-        self.stream = f"KV_{self.bucket}"
-        self.purge_api = f"$JS.API.STREAM.PURGE.{self.stream}"
+        self.stream = kv_stream(self.bucket)
+        self.purge_api = stream_purge_api(self.stream)
         self.ignored = f"{docket.connection.nc.new_inbox()}.ignored"
 
     def subject(self, key: str) -> str:
-        return f"$KV.{self.bucket}.{key}"
+        return kv_subject(self.bucket, key)
 
     async def read(self, key: str) -> tuple[bytes | None, int]:
         """The key's value (None when absent or deleted) and its last sequence (0: none)."""
@@ -85,8 +86,8 @@ class LimitStore:
     async def write(self, key: str, value: bytes, expected: int, ttl: float) -> int | None:
         """Write if the key's last sequence is still `expected`; the new one, or None."""
         headers = {
-            "Nats-Expected-Last-Subject-Sequence": str(expected),
-            "Nats-TTL": ttl_value(ttl),
+            EXPECTED_LAST_SUBJECT_SEQUENCE: str(expected),
+            TTL: ttl_value(ttl),
         }
         try:
             ack = await self.docket.connection.publish(self.subject(key), value, headers)
@@ -99,9 +100,9 @@ class LimitStore:
     async def delete(self, key: str, expected: int) -> bool:
         """Delete if unchanged since `expected`; the marker expires by itself."""
         headers = {
-            "KV-Operation": "DEL",
-            "Nats-Expected-Last-Subject-Sequence": str(expected),
-            "Nats-TTL": ttl_value(MARKER_TTL),
+            KV_OPERATION: "DEL",
+            EXPECTED_LAST_SUBJECT_SEQUENCE: str(expected),
+            TTL: ttl_value(MARKER_TTL),
         }
         try:
             await self.docket.connection.publish(self.subject(key), b"", headers)

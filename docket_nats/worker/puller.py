@@ -20,6 +20,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from ..subjects import PENDING_MESSAGES, STATUS, consumer_next_api
 from .actors import Actor
 from .slots import Slots
 
@@ -27,8 +28,6 @@ logger = logging.getLogger("docket_nats.worker")
 
 PULL_EXPIRES = 30.0
 IDLE_HEARTBEAT = 5.0
-STATUS = "Status"
-PENDING_MESSAGES = "Nats-Pending-Messages"
 
 
 class Puller(Actor):
@@ -44,7 +43,7 @@ class Puller(Actor):
         refuse: Callable[[Msg], Awaitable[None]],
     ) -> None:
         self.nc = nc
-        self.subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        self.subject = consumer_next_api(stream, consumer)
         self.slots = slots
         self.deliver = deliver
         self.refuse = refuse

@@ -25,7 +25,7 @@ from ..dependencies.shared import SharedValues
 from ..docket import Docket
 from ..execution import Execution, TaskFunction
 from ..heartbeats import Heartbeat, heartbeat_bucket
-from ..subjects import encode_key
+from ..subjects import encode_key, kv_stream, kv_subject
 from . import automatic
 from .actors import Supervisor
 from .automatic import AutomaticTasks
@@ -312,7 +312,7 @@ class Worker:
             bucket = self.docket.names.bucket("workers")
             async with asyncio.timeout(STOP_REQUEST_TIMEOUT):
                 await self.docket.connection.js.purge_stream(
-                    f"KV_{bucket}", subject=f"$KV.{bucket}.{encode_key(self.name)}"
+                    kv_stream(bucket), subject=kv_subject(bucket, encode_key(self.name))
                 )
         except Exception as error:  # the server may be gone; the TTL cleans up
             logger.debug("could not remove heartbeat: %s", error)
