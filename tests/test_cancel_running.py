@@ -139,9 +139,7 @@ async def test_a_cancelled_run_is_not_retried(docket: Docket) -> None:
     assert await state_of(docket, "no-retry") is ExecutionState.CANCELLED
 
 
-async def test_a_cancel_touches_only_the_run_with_that_key(
-    nats_url: str, docket_name: str
-) -> None:
+async def test_a_cancel_touches_only_the_run_with_that_key(nats_url: str, docket_name: str) -> None:
     started: dict[str, asyncio.Event] = {key: asyncio.Event() for key in ("a", "b", "c")}
     release = asyncio.Event()
     finished: list[str] = []
