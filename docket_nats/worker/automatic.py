@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from ..dependencies.perpetual import Perpetual
 from ..dependencies.plans import plan_for
 from ..execution import Disposition, TaskFunction
+from ..state_reading import read_work
 from .actors import Actor
 
 if TYPE_CHECKING:
@@ -51,10 +52,23 @@ class AutomaticTasks(Actor):
 
     async def seed(self) -> None:
         """Add every automatic task whose chain is missing (the others are refused)."""
-        calls = [
-            self.docket.call(function, when=perpetual.initial_when, key=function.__name__)()
+        declared = [
+            (function, perpetual)
             for function in dict.fromkeys(self.docket.tasks.values())
             if (perpetual := automatic_perpetual(function)) is not None
+        ]
+        if not declared:
+            return
+        live = await asyncio.gather(
+            *(read_work(self.docket, function.__name__) for function, _ in declared)
+        )
+        # `initial_when` only for the missing chains: a Cron's next_time()
+        # moves on with every call, so asking for a live chain would push the
+        # first tick of a later reseed into the future (docket skips them too).
+        calls = [
+            self.docket.call(function, when=perpetual.initial_when, key=function.__name__)()
+            for (function, perpetual), work in zip(declared, live, strict=True)
+            if work is None
         ]
         if not calls:
             return
