@@ -267,10 +267,12 @@ class Docket:
         its record: cancelling a finished task changes nothing, as in docket.
         """
         purged = await self._purge(key)
+        if purged:
+            # Before the notice: the record the worker of a running task writes
+            # when it stops (with its worker and times) then lands last.
+            await record_cancelled(self, key)
         await self.connection.nc.publish(self.names.cancel(key), b"")
         metrics.count("docket_tasks_cancelled", docket_labels(self.name))
-        if purged:
-            await record_cancelled(self, key)
 
     # -- strikes (see strikes.py) -------------------------------------------------
 

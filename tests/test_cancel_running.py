@@ -82,13 +82,17 @@ class Hanging:
 async def test_a_cancelled_run_ends_cancelled_not_failed(docket: Docket) -> None:
     hanging = Hanging()
     execution = await docket.add(hanging.body, key="cancel-me")()
-    async with quick_worker(docket) as worker, running_worker(worker):
+    async with quick_worker(docket, name="the-worker") as worker, running_worker(worker):
         await hanging.until_started()
         await docket.cancel("cancel-me")
     assert await state_of(docket, "cancel-me") is ExecutionState.CANCELLED
     await execution.sync()
     assert execution.state is ExecutionState.CANCELLED
     assert execution.error is None
+    # The worker's own record of the stop is the last word: it says who ran it.
+    assert execution.worker == "the-worker"
+    assert execution.started_at is not None and execution.completed_at is not None
+    assert hanging.starts == 1
 
 
 async def test_a_cancelled_run_cleans_up(docket: Docket) -> None:
