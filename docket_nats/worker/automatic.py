@@ -2,8 +2,10 @@
 
 When the worker starts, and every `interval` after, it adds each registered task
 that declares `Perpetual(automatic=True)` (or a Cron) under the key of its
-function's name. The server refuses the add while that key is scheduled, queued
-or running (one round trip, no lock, no leader), so any number of workers give
+function's name. A key with a message in the work stream (scheduled, queued or
+running) is skipped before its first time is asked for, since a Cron's
+`next_time()` moves on with every call; and the server refuses the add if the
+key was taken in between (no lock, no leader). So any number of workers give
 exactly one chain, and a chain that was severed (its message parked, a
 `perpetual.cancel()`, a strike lifted) comes back at the next pass.
 """
