@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ParamSpec, TypeVar, overload
 
 from .docket import Docket
-from .execution import Execution, TaskCall, TaskFunction
+from .execution import Disposition, Execution, TaskCall, TaskFunction
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -72,7 +72,7 @@ class Agenda:
         anything is scheduled; the adds themselves are pipelined.
         """
         if over <= timedelta(0):
-            raise ValueError("'over' must be a positive duration")
+            raise ValueError("'over' parameter must be a positive duration")
         if not self._items:
             return []
         start = start or datetime.now(UTC)
@@ -96,8 +96,17 @@ class Agenda:
                 docket.call(function, when=when, key=key or str(uuid.uuid4()))(*args, **kwargs)
             )
         executions = await docket.add_many(calls)
-        for execution in executions:
-            error = getattr(execution, "schedule_exception", None)
-            if isinstance(error, BaseException):
-                raise error
+        failed = [e for e in executions if e.disposition is Disposition.FAILED]
+        if failed:
+            # docket raises the error, and the calls scheduled before it stay
+            # scheduled; the adds here are pipelined, so say which ones did.
+            error = failed[0].schedule_exception
+            assert error is not None
+            scheduled = [e.key for e in executions if e.disposition is Disposition.SCHEDULED]
+            error.add_note(
+                f"Agenda.scatter: {len(scheduled)} of {len(executions)} calls were scheduled "
+                f"(keys: {', '.join(scheduled) or 'none'}); {len(failed)} failed, the first "
+                f"being {failed[0].key!r}"
+            )
+            raise error
         return executions

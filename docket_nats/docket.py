@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -263,11 +264,18 @@ class Docket:
         await self._publish(execution, replace=False, check_strikes=True)
 
     async def cancel(self, key: str) -> None:
-        """Remove a scheduled or queued task; ask the worker running it to stop."""
-        await self._purge(key)
+        """Remove a scheduled or queued task; ask the worker running it to stop.
+
+        A key with nothing in the work stream (finished, or never added) keeps
+        its record: cancelling a finished task changes nothing, as in docket.
+        """
+        purged = await self._purge(key)
+        if purged:
+            # Before the notice: the record the worker of a running task writes
+            # when it stops (with its worker and times) then lands last.
+            await record_cancelled(self, key)
         await self.connection.nc.publish(self.names.cancel(key), b"")
         metrics.count("docket_tasks_cancelled", docket_labels(self.name))
-        await record_cancelled(self, key)
 
     # -- strikes (see strikes.py) -------------------------------------------------
 
@@ -502,8 +510,18 @@ class Docket:
             )
         return executions
 
-    async def _purge(self, key: str) -> None:
-        await self.connection.js.purge_stream(self.names.stream, subject=self.names.any_state(key))
+    async def _purge(self, key: str) -> int:
+        """Remove the key's messages from the work stream; returns how many there were.
+
+        (nats-py's purge_stream answers only success; the count is in the reply.)
+        """
+        js = self.connection.js
+        reply = await js._api_request(  # pyright: ignore[reportPrivateUsage]
+            f"{js._prefix}.STREAM.PURGE.{self.names.stream}",  # pyright: ignore[reportPrivateUsage]
+            json.dumps({"filter": self.names.any_state(key)}).encode(),
+            timeout=js._timeout,  # pyright: ignore[reportPrivateUsage]
+        )
+        return int(reply.get("purged", 0))
 
     async def _reschedule(
         self,

@@ -7,11 +7,11 @@ import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
+
+from nats.aio.msg import Msg
 
 if TYPE_CHECKING:
-    from nats.aio.msg import Msg
-
     from .docket import Docket
     from .progress import ExecutionProgress
     from .state import ExecutionRecord
@@ -95,6 +95,48 @@ class Execution:
         self.error: str | None = None
         self.result_record: ExecutionRecord | None = None
         self._progress: ExecutionProgress | None = None
+
+    @classmethod
+    async def from_message(
+        cls,
+        docket: Docket,
+        message: Msg | bytes,
+        redelivered: bool = False,
+        fallback_task: TaskFunction | None = None,
+        message_id: Any = None,
+        sync: bool = True,
+    ) -> Self:
+        """Rebuild the execution a work stream message (or its body) carries.
+
+        A task the docket does not know runs `fallback_task` (keeping its own
+        name); without one this raises ValueError, as docket does. With `sync`
+        the state is read back from NATS. `redelivered` and `message_id` are
+        docket's parameters: here a delivered `Msg` tells both itself.
+        """
+        from .wire import decode_envelope, task_signature
+
+        data = message.data if isinstance(message, Msg) else message
+        envelope = decode_envelope(data)
+        function = docket.tasks.get(envelope.function) or fallback_task
+        if function is None:
+            raise ValueError(
+                f"Task function {envelope.function!r} is not registered with the current docket"
+            )
+        args, kwargs = task_signature(function).decode(envelope, docket.allow_pickle)
+        execution = cls(
+            docket,
+            function,
+            args,
+            kwargs,
+            envelope.key,
+            envelope.when,
+            envelope.attempt,
+            function_name=envelope.function,
+            message=message if isinstance(message, Msg) else None,
+        )
+        if sync:
+            await execution.sync()
+        return execution
 
     @property
     def docket(self) -> Docket:

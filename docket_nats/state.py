@@ -240,10 +240,12 @@ class StateRecorder:
             record.exception = encode_exception(outcome.exception, allow_pickle)
         await self._finish(execution, record)
 
-    async def cancelled(self, execution: Execution) -> None:
-        """A running task stopped by `docket.cancel()`."""
-        labels = task_labels(self.docket.name, execution.function_name)
-        metrics.running[labels] -= 1
+    async def cancelled(self, execution: Execution, began: bool = True) -> None:
+        """A task stopped by `docket.cancel()`: running, or (`began` False) held
+        until its time and cancelled before it started."""
+        if began:
+            labels = task_labels(self.docket.name, execution.function_name)
+            metrics.running[labels] -= 1
         await self._end_cancelled(execution, "docket_tasks_interrupted")
 
     async def dropped(self, execution: Execution) -> None:

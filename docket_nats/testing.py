@@ -114,5 +114,10 @@ async def assert_task_count(docket: Docket, function: TaskRef | None = None, *, 
 
 
 async def assert_no_tasks(docket: Docket) -> None:
-    """Fail if any task is waiting."""
-    await assert_task_count(docket, count=0)
+    """Fail if any task is waiting, listing the ones that are."""
+    waiting = await _waiting(docket)
+    if waiting:
+        listing = "\n".join(_describe(execution) for execution in waiting)
+        raise AssertionError(
+            f"Expected no tasks, found {len(waiting)} task(s) scheduled:\n{listing}"
+        )

@@ -2,8 +2,10 @@
 
 When the worker starts, and every `interval` after, it adds each registered task
 that declares `Perpetual(automatic=True)` (or a Cron) under the key of its
-function's name. The server refuses the add while that key is scheduled, queued
-or running (one round trip, no lock, no leader), so any number of workers give
+function's name. A key with a message in the work stream (scheduled, queued or
+running) is skipped before its first time is asked for, since a Cron's
+`next_time()` moves on with every call; and the server refuses the add if the
+key was taken in between (no lock, no leader). So any number of workers give
 exactly one chain, and a chain that was severed (its message parked, a
 `perpetual.cancel()`, a strike lifted) comes back at the next pass.
 """
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING
 from ..dependencies.perpetual import Perpetual
 from ..dependencies.plans import plan_for
 from ..execution import Disposition, TaskFunction
+from ..state_reading import read_work
 from .actors import Actor
 
 if TYPE_CHECKING:
@@ -51,10 +54,23 @@ class AutomaticTasks(Actor):
 
     async def seed(self) -> None:
         """Add every automatic task whose chain is missing (the others are refused)."""
-        calls = [
-            self.docket.call(function, when=perpetual.initial_when, key=function.__name__)()
+        declared = [
+            (function, perpetual)
             for function in dict.fromkeys(self.docket.tasks.values())
             if (perpetual := automatic_perpetual(function)) is not None
+        ]
+        if not declared:
+            return
+        live = await asyncio.gather(
+            *(read_work(self.docket, function.__name__) for function, _ in declared)
+        )
+        # `initial_when` only for the missing chains: a Cron's next_time()
+        # moves on with every call, so asking for a live chain would push the
+        # first tick of a later reseed into the future (docket skips them too).
+        calls = [
+            self.docket.call(function, when=perpetual.initial_when, key=function.__name__)()
+            for (function, perpetual), work in zip(declared, live, strict=True)
+            if work is None
         ]
         if not calls:
             return

@@ -67,6 +67,8 @@ class Running:
     task: asyncio.Task[None] | None = None
     execution: Execution | None = None
     started: float = field(default_factory=time.monotonic)
+    # The task body was reached (recorded as started), not just decoded.
+    began: bool = False
 
 
 class Executor(Actor):
@@ -159,7 +161,7 @@ class Executor(Actor):
             if execution is None:
                 return
             entry.execution = execution
-            await self._run(execution)
+            await self._run(entry, execution)
             await message.ack()
         except asyncio.CancelledError:
             # docket.cancel() ends a task for good (ack); a shutdown hands it back
@@ -168,7 +170,7 @@ class Executor(Actor):
                 await _quietly(message.nak())
                 raise
             log_outcome(entry.execution, "cancelled", time.monotonic() - entry.started)
-            await self.recorder.cancelled(entry.execution)
+            await self.recorder.cancelled(entry.execution, began=entry.began)
             await message.ack()
         except Exception:
             logger.exception("internal error while handling a task; handing it back")
@@ -234,7 +236,7 @@ class Executor(Actor):
             message=message,
         )
 
-    async def _run(self, execution: Execution) -> None:
+    async def _run(self, entry: Running, execution: Execution) -> None:
         early = (execution.when - datetime.now(UTC)).total_seconds()
         if early > 0:
             # Delivered before its time (clock skew between hosts): hold it.
@@ -246,6 +248,7 @@ class Executor(Actor):
             )
             return
         self.on_started(execution)
+        entry.began = True
         await self.recorder.started(execution)
         log_start(execution, self.worker_name)
         outcome, handled = await telemetry.executing(self.docket, execution, self._call(execution))
