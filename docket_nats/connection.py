@@ -8,6 +8,7 @@ reconnection, and creates or updates the streams idempotently.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from nats.js.errors import BadRequestError, NotFoundError
 
 from .embedded import acquire_local_server, needs_local_server, release_local_server
 from .publisher import PUBLISH_RETRY_FOR, Publisher
-from .subjects import Names
+from .subjects import Names, stream_purge_api
 
 logger = logging.getLogger("docket_nats.connection")
 
@@ -118,6 +119,21 @@ class Connection:
         if self._publisher is None:
             raise RuntimeError("the Docket is not connected: use `async with Docket(...)`")
         return self._publisher.publish(subject, data, headers)
+
+    async def purge(self, stream: str, subject_filter: str) -> int:
+        """Remove the messages of `stream` on `subject_filter`; returns how many.
+
+        (nats-py's purge_stream answers only success; the count is in the reply.)
+        """
+        response = await self.nc.request(
+            stream_purge_api(stream),
+            json.dumps({"filter": subject_filter}).encode(),
+            timeout=self.request_timeout,
+        )
+        reply: dict[str, Any] = json.loads(response.data)
+        if "error" in reply:
+            raise RuntimeError(f"could not purge {subject_filter}: {reply['error']}")
+        return int(reply.get("purged", 0))
 
     def on_reconnect(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call `listener` after every reconnection; returns a function that unsubscribes."""

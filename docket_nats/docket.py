@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import json
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -511,17 +510,8 @@ class Docket:
         return executions
 
     async def _purge(self, key: str) -> int:
-        """Remove the key's messages from the work stream; returns how many there were.
-
-        (nats-py's purge_stream answers only success; the count is in the reply.)
-        """
-        js = self.connection.js
-        reply = await js._api_request(  # pyright: ignore[reportPrivateUsage]
-            f"{js._prefix}.STREAM.PURGE.{self.names.stream}",  # pyright: ignore[reportPrivateUsage]
-            json.dumps({"filter": self.names.any_state(key)}).encode(),
-            timeout=js._timeout,  # pyright: ignore[reportPrivateUsage]
-        )
-        return int(reply.get("purged", 0))
+        """Remove the key's messages from the work stream; returns how many there were."""
+        return await self.connection.purge(self.names.stream, self.names.any_state(key))
 
     async def _reschedule(
         self,

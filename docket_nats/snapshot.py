@@ -12,7 +12,6 @@ record says so (otherwise it is prefetched or waiting for redelivery: queued).
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,7 +22,7 @@ from nats.js.errors import NotFoundError
 from .execution import Execution, ExecutionState
 from .heartbeats import WorkerInfo
 from .state_reading import apply, read_record
-from .subjects import Names, stream_purge_api
+from .subjects import Names
 from .wire import ArgumentError, UndecodableMessage, decode_envelope, task_signature
 
 if TYPE_CHECKING:
@@ -117,15 +116,7 @@ async def clear(docket: Docket) -> int:
     names = docket.names
     total = 0
     for subject_filter in (names.sched_filter, names.run_filter):
-        response = await docket.connection.nc.request(
-            stream_purge_api(names.stream),
-            json.dumps({"filter": subject_filter}).encode(),
-            timeout=docket.connection.request_timeout,
-        )
-        reply: dict[str, Any] = json.loads(response.data)
-        if "error" in reply:
-            raise RuntimeError(f"could not clear {subject_filter}: {reply['error']}")
-        total += int(reply.get("purged", 0))
+        total += await docket.connection.purge(names.stream, subject_filter)
     return total
 
 
