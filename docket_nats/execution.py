@@ -7,15 +7,15 @@ import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
+
+from .signatures import compact_signature, get_signature
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
 
     from .docket import Docket
-    from .progress import ExecutionProgress
     from .state import ExecutionRecord
-    from .state_reading import ProgressEvent, StateEvent
 
 TaskFunction = Callable[..., Awaitable[Any]] | Callable[..., Any]
 
@@ -40,6 +40,30 @@ class Disposition(enum.Enum):
     STRUCK = "struck"
     SUPERSEDED = "superseded"
     FAILED = "failed"
+
+
+class StateEvent(TypedDict):
+    """What `Execution.subscribe()` yields for a state: every key, always."""
+
+    type: Literal["state"]
+    key: str
+    state: ExecutionState
+    when: str
+    worker: str | None
+    started_at: str | None
+    completed_at: str | None
+    error: str | None
+
+
+class ProgressEvent(TypedDict):
+    """What `Execution.subscribe()` yields for progress (docket's keys)."""
+
+    type: Literal["progress"]
+    key: str
+    current: int | None
+    total: int
+    message: str | None
+    updated_at: str | None
 
 
 class ExecutionCancelled(Exception):
@@ -129,9 +153,9 @@ class Execution:
     def progress(self) -> ExecutionProgress:
         """What the task reported with `Progress()` (made on first use)."""
         if self._progress is None:
-            from .progress import ExecutionProgress
-
             self._progress = ExecutionProgress(self._docket, self._key, self)
+            if self.state is ExecutionState.RUNNING:
+                self._progress.apply(None, running=True)
         return self._progress
 
     @property
@@ -191,3 +215,22 @@ class Execution:
             f"Execution({self._function_name!r}, key={self._key!r}, "
             f"when={self.when.isoformat()}, attempt={self.attempt})"
         )
+
+
+# docket's `docket.execution` offers these too. At the end: progress.py needs the
+# classes above (through state.py) before it can be imported.
+from .progress import ExecutionProgress  # noqa: E402
+
+__all__ = [
+    "Disposition",
+    "Execution",
+    "ExecutionCancelled",
+    "ExecutionProgress",
+    "ExecutionState",
+    "ProgressEvent",
+    "StateEvent",
+    "TaskCall",
+    "TaskFunction",
+    "compact_signature",
+    "get_signature",
+]

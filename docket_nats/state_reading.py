@@ -9,13 +9,13 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 
-from .execution import ExecutionCancelled, ExecutionState
+from .execution import ExecutionCancelled, ExecutionState, ProgressEvent, StateEvent
 from .results import ResultUnavailable, decode_exception, decode_result
 from .state import (
     TERMINAL,
@@ -73,8 +73,9 @@ async def sync(execution: Execution) -> bool:
         read_work(docket, execution.key),
         read_progress(docket, execution.key),
     )
-    execution.progress.apply(progress)
-    return apply(execution, record, work)
+    known = apply(execution, record, work)
+    execution.progress.apply(progress, running=execution.state is ExecutionState.RUNNING)
+    return known
 
 
 def apply(
@@ -181,26 +182,6 @@ async def get_result(execution: Execution, deadline: datetime | None) -> Any:
 # -- events -------------------------------------------------------------------
 
 
-class StateEvent(TypedDict):
-    type: Literal["state"]
-    key: str
-    state: ExecutionState
-    when: str
-    worker: str | None
-    started_at: str | None
-    completed_at: str | None
-    error: str | None
-
-
-class ProgressEvent(TypedDict):
-    type: Literal["progress"]
-    key: str
-    current: int | None
-    total: int
-    message: str | None
-    updated_at: str | None
-
-
 def state_event(execution: Execution) -> StateEvent:
     return {
         "type": "state",
@@ -215,15 +196,7 @@ def state_event(execution: Execution) -> StateEvent:
 
 
 def progress_event(execution: Execution) -> ProgressEvent:
-    progress = execution.progress
-    return {
-        "type": "progress",
-        "key": execution.key,
-        "current": progress.current,
-        "total": progress.total,
-        "message": progress.message,
-        "updated_at": progress.updated_at.isoformat() if progress.updated_at else None,
-    }
+    return execution.progress.event()
 
 
 async def subscribe(execution: Execution) -> AsyncIterator[StateEvent | ProgressEvent]:
@@ -259,8 +232,10 @@ async def subscribe(execution: Execution) -> AsyncIterator[StateEvent | Progress
             subject = message.subject
             if subject.startswith("$KV."):
                 if ".progress." in subject:
-                    execution.progress.apply(decode_progress(message.data))
-                    yield progress_event(execution)
+                    progress = decode_progress(message.data)
+                    execution.progress.apply(progress)
+                    if progress is not None:  # (else the run ended and took it along,
+                        yield progress_event(execution)  # which docket does not announce)
                     continue
                 if not message.data:
                     continue
