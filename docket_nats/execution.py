@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
@@ -159,6 +160,11 @@ class Execution:
         return self._progress
 
     @property
+    def has_progress(self) -> bool:
+        """True once `progress` was used (it is made on first use)."""
+        return self._progress is not None
+
+    @property
     def progress_reported(self) -> bool:
         return self._progress is not None and self._progress.updated_at is not None
 
@@ -182,23 +188,27 @@ class Execution:
     ) -> Any:
         """Wait for the task to finish; return its value or raise its exception.
 
-        Raises ExecutionCancelled when it was cancelled, TimeoutError when the
-        timeout / deadline passes first, and `results.ResultUnavailable` when it
-        completed with a value that could not be stored.
+        Raises ValueError for both a timeout and a deadline, ExecutionCancelled
+        when it was cancelled, TimeoutError when the timeout / deadline passes
+        first, a plain Exception with the error text when it failed and no
+        exception was stored, and `results.ResultUnavailable` when it completed
+        with a value that could not be stored or cannot be decoded.
         """
         from .state_reading import get_result
 
         if timeout is not None and deadline is not None:
-            raise ValueError("give a timeout or a deadline, not both")
+            raise ValueError("Cannot specify both timeout and deadline")
         if timeout is not None:
             deadline = datetime.now(UTC) + timeout
         return await get_result(self, deadline)
 
-    def subscribe(self) -> AsyncIterator[StateEvent | ProgressEvent]:
+    def subscribe(
+        self, *, ready: asyncio.Event | None = None
+    ) -> AsyncGenerator[StateEvent | ProgressEvent, None]:
         """The current state and progress, then every change (see state_reading.subscribe)."""
         from .state_reading import subscribe
 
-        return subscribe(self)
+        return subscribe(self, ready)
 
     def call_repr(self) -> str:
         """This run as log lines show it: `name(logged arguments){key}` (see `Logged`)."""

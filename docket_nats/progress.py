@@ -9,7 +9,7 @@ value for readers, and subscribers of the subject see every update live.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Self
 
@@ -122,7 +122,7 @@ class ExecutionProgress:
 
     async def subscribe(
         self, *, ready: asyncio.Event | None = None
-    ) -> AsyncIterator[ProgressEvent]:
+    ) -> AsyncGenerator[ProgressEvent, None]:
         """Every progress update from now on (`ready` is set once they are being
         received). Unlike `Execution.subscribe`, no current value comes first."""
         nc = self.docket.connection.nc

@@ -53,6 +53,7 @@ TERMINAL = (ExecutionState.COMPLETED, ExecutionState.FAILED, ExecutionState.CANC
 RUNNING_DELAY = 0.02
 # A record without a per-message TTL (RUNNING) still goes after this long.
 MINIMUM_BUCKET_AGE = timedelta(days=7)
+KV_OPERATION = "KV-Operation"
 
 
 class ExecutionRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -96,9 +97,22 @@ def progress_subject(names: Names, key: str) -> str:
 
 
 def ttl_header(ttl: timedelta) -> dict[str, str]:
-    # Whole seconds (see NOTES: nats-py and the server take "<n>s"); at least 1 s,
-    # so that a docket with execution_ttl=0 still lets a waiting caller read it.
+    """Headers of a finished record: it expires after `execution_ttl`.
+
+    execution_ttl=0 is docket's fire-and-forget mode: no record is kept. The end
+    is then written as a purge marker (readers treat it as no record, and it
+    removes the RUNNING record before it) whose body still tells live subscribers,
+    so a caller already waiting in `get_result()` is not left waiting.
+    """
+    if ttl <= timedelta(0):
+        return {KV_OPERATION: "PURGE", "Nats-Rollup": "sub", "Nats-TTL": "1s"}
+    # Whole seconds (see NOTES: nats-py and the server take "<n>s"), at least 1 s.
     return {"Nats-TTL": f"{max(1, math.ceil(ttl.total_seconds()))}s"}
+
+
+def is_removal(headers: dict[str, str] | None) -> bool:
+    """A KV delete or purge marker: the key has no value (whatever the body says)."""
+    return headers is not None and headers.get(KV_OPERATION) in ("DEL", "PURGE")
 
 
 async def ensure_bucket(docket: Docket) -> None:
@@ -178,6 +192,8 @@ class StateRecorder:
         self._max_size = docket.connection.nc.max_payload - 1024
         self._state_prefix = f"$KV.{bucket_name(docket.names)}.state."
         self._finished_headers = ttl_header(docket.execution_ttl)
+        # execution_ttl=0: no result is kept, so none is encoded either (docket).
+        self._keeps_results = docket.execution_ttl > timedelta(0)
 
     async def started(self, execution: Execution) -> None:
         now = datetime.now(UTC)
@@ -223,13 +239,15 @@ class StateRecorder:
         allow_pickle = self.docket.allow_pickle
         if outcome.exception is None:
             record = self._record(execution, ExecutionState.COMPLETED)
-            record.result, record.result_problem = encode_result(outcome.result, allow_pickle)
+            if self._keeps_results:
+                record.result, record.result_problem = encode_result(outcome.result, allow_pickle)
             if record.result_problem is not None:
                 logger.warning("task %r: %s", execution.key, record.result_problem)
         else:
             record = self._record(execution, ExecutionState.FAILED)
             record.error = f"{type(outcome.exception).__name__}: {outcome.exception}"
-            record.exception = encode_exception(outcome.exception, allow_pickle)
+            if self._keeps_results:
+                record.exception = encode_exception(outcome.exception, allow_pickle)
         await self._finish(execution, record)
 
     async def cancelled(self, execution: Execution) -> None:
@@ -261,8 +279,10 @@ class StateRecorder:
             await self._publish(
                 progress_subject(self.docket.names, execution.key),
                 b"",
-                {"KV-Operation": "PURGE", "Nats-Rollup": "sub"},
+                {KV_OPERATION: "PURGE", "Nats-Rollup": "sub"},
             )
+        if execution.has_progress:
+            execution.progress.apply(None)  # here too: no current, total 100
 
     def _record(self, execution: Execution, state: ExecutionState) -> ExecutionRecord:
         message = execution.message
