@@ -5,10 +5,11 @@ SCHEDULED or QUEUED state is its message in the work stream (`docket.N.sched.<ke
 or `docket.N.run.<key>`). Workers record the rest in the KV bucket
 `docket-N-executions` under `state.<key>`: RUNNING when a run starts, then
 COMPLETED / FAILED / CANCELLED with the result, expiring after `execution_ttl`
-(a per-message TTL). The record carries the stream sequence of the run message it
-describes, so a reader can tell which is newer: a record for an older message than
-the one in the work stream (the key was added again, or a retry was scheduled)
-yields to the stream.
+(a per-message TTL; with execution_ttl=0 nothing is kept, see `ttl_header`).
+The record carries the stream sequence of the run message it describes, so a
+reader can tell which is newer: a record for an older message than the one in
+the work stream (the key was added again, or a retry was scheduled) yields to
+the stream.
 
 Workers write with a plain core publish to the bucket's subject: the stream stores
 it, subscribers of the subject see it live, and the worker never waits for an ack.
