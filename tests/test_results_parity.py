@@ -188,10 +188,14 @@ async def test_zero_execution_ttl_still_ends_a_waiting_get_result(
     assert isinstance(outcomes[2], ExecutionCancelled)
 
 
-async def test_mixed_workloads_keep_their_own_execution_ttl(nats_url: str) -> None:
+async def test_mixed_workloads_keep_their_own_execution_ttl(
+    nats_url: str, docket_name: str
+) -> None:
     async with (
-        Docket(name="test-mixed-kept", url=nats_url, execution_ttl=timedelta(minutes=1)) as kept,
-        Docket(name="test-mixed-forgotten", url=nats_url, execution_ttl=timedelta(0)) as forgot,
+        Docket(
+            name=f"{docket_name}-kept", url=nats_url, execution_ttl=timedelta(minutes=1)
+        ) as kept,
+        Docket(name=f"{docket_name}-forgot", url=nats_url, execution_ttl=timedelta(0)) as forgot,
     ):
         async with zero_ttl_worker(kept) as kept_worker, zero_ttl_worker(forgot) as forgot_worker:
             remembered = await kept.add(double)(10)
