@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Literal, Self, TypedDict
 
 from nats.aio.msg import Msg
 
+from .signatures import compact_signature, get_signature
+
 if TYPE_CHECKING:
     from .docket import Docket
-    from .progress import ExecutionProgress
     from .state import ExecutionRecord
-    from .state_reading import ProgressEvent, StateEvent
 
 TaskFunction = Callable[..., Awaitable[Any]] | Callable[..., Any]
 
@@ -40,6 +41,30 @@ class Disposition(enum.Enum):
     STRUCK = "struck"
     SUPERSEDED = "superseded"
     FAILED = "failed"
+
+
+class StateEvent(TypedDict):
+    """What `Execution.subscribe()` yields for a state: every key, always."""
+
+    type: Literal["state"]
+    key: str
+    state: ExecutionState
+    when: str
+    worker: str | None
+    started_at: str | None
+    completed_at: str | None
+    error: str | None
+
+
+class ProgressEvent(TypedDict):
+    """What `Execution.subscribe()` yields for progress (docket's keys)."""
+
+    type: Literal["progress"]
+    key: str
+    current: int | None
+    total: int
+    message: str | None
+    updated_at: str | None
 
 
 class ExecutionCancelled(Exception):
@@ -171,10 +196,15 @@ class Execution:
     def progress(self) -> ExecutionProgress:
         """What the task reported with `Progress()` (made on first use)."""
         if self._progress is None:
-            from .progress import ExecutionProgress
-
             self._progress = ExecutionProgress(self._docket, self._key, self)
+            if self.state is ExecutionState.RUNNING:
+                self._progress.apply(None, running=True)
         return self._progress
+
+    @property
+    def has_progress(self) -> bool:
+        """True once `progress` was used (it is made on first use)."""
+        return self._progress is not None
 
     @property
     def progress_reported(self) -> bool:
@@ -200,23 +230,27 @@ class Execution:
     ) -> Any:
         """Wait for the task to finish; return its value or raise its exception.
 
-        Raises ExecutionCancelled when it was cancelled, TimeoutError when the
-        timeout / deadline passes first, and `results.ResultUnavailable` when it
-        completed with a value that could not be stored.
+        Raises ValueError for both a timeout and a deadline, ExecutionCancelled
+        when it was cancelled, TimeoutError when the timeout / deadline passes
+        first, a plain Exception with the error text when it failed and no
+        exception was stored, and `results.ResultUnavailable` when it completed
+        with a value that could not be stored or cannot be decoded.
         """
         from .state_reading import get_result
 
         if timeout is not None and deadline is not None:
-            raise ValueError("give a timeout or a deadline, not both")
+            raise ValueError("Cannot specify both timeout and deadline")
         if timeout is not None:
             deadline = datetime.now(UTC) + timeout
         return await get_result(self, deadline)
 
-    def subscribe(self) -> AsyncIterator[StateEvent | ProgressEvent]:
+    def subscribe(
+        self, *, ready: asyncio.Event | None = None
+    ) -> AsyncGenerator[StateEvent | ProgressEvent, None]:
         """The current state and progress, then every change (see state_reading.subscribe)."""
         from .state_reading import subscribe
 
-        return subscribe(self)
+        return subscribe(self, ready)
 
     def call_repr(self) -> str:
         """This run as log lines show it: `name(logged arguments){key}` (see `Logged`)."""
@@ -233,3 +267,22 @@ class Execution:
             f"Execution({self._function_name!r}, key={self._key!r}, "
             f"when={self.when.isoformat()}, attempt={self.attempt})"
         )
+
+
+# docket's `docket.execution` offers these too. At the end: progress.py needs the
+# classes above (through state.py) before it can be imported.
+from .progress import ExecutionProgress  # noqa: E402
+
+__all__ = [
+    "Disposition",
+    "Execution",
+    "ExecutionCancelled",
+    "ExecutionProgress",
+    "ExecutionState",
+    "ProgressEvent",
+    "StateEvent",
+    "TaskCall",
+    "TaskFunction",
+    "compact_signature",
+    "get_signature",
+]

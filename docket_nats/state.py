@@ -5,10 +5,11 @@ SCHEDULED or QUEUED state is its message in the work stream (`docket.N.sched.<ke
 or `docket.N.run.<key>`). Workers record the rest in the KV bucket
 `docket-N-executions` under `state.<key>`: RUNNING when a run starts, then
 COMPLETED / FAILED / CANCELLED with the result, expiring after `execution_ttl`
-(a per-message TTL). The record carries the stream sequence of the run message it
-describes, so a reader can tell which is newer: a record for an older message than
-the one in the work stream (the key was added again, or a retry was scheduled)
-yields to the stream.
+(a per-message TTL; with execution_ttl=0 nothing is kept, see `ttl_header`).
+The record carries the stream sequence of the run message it describes, so a
+reader can tell which is newer: a record for an older message than the one in
+the work stream (the key was added again, or a retry was scheduled) yields to
+the stream.
 
 Workers write with a plain core publish to the bucket's subject: the stream stores
 it, subscribers of the subject see it live, and the worker never waits for an ack.
@@ -39,6 +40,7 @@ from .results import (
 )
 from .subjects import (
     KV_OPERATION,
+    MINIMUM_TTL,
     ROLLUP,
     TTL,
     Names,
@@ -104,9 +106,21 @@ def progress_subject(names: Names, key: str) -> str:
 
 
 def ttl_header(ttl: timedelta) -> dict[str, str]:
-    # At least 1 s, so that a docket with execution_ttl=0 still lets a waiting
-    # caller read it.
+    """Headers of a finished record: it expires after `execution_ttl`.
+
+    execution_ttl=0 is docket's fire-and-forget mode: no record is kept. The end
+    is then written as a purge marker (readers treat it as no record, and it
+    removes the RUNNING record before it) whose body still tells live subscribers,
+    so a caller already waiting in `get_result()` is not left waiting.
+    """
+    if ttl <= timedelta(0):
+        return {KV_OPERATION: "PURGE", ROLLUP: "sub", TTL: ttl_value(MINIMUM_TTL)}
     return {TTL: ttl_value(ttl.total_seconds())}
+
+
+def is_removal(headers: dict[str, str] | None) -> bool:
+    """A KV delete or purge marker: the key has no value (whatever the body says)."""
+    return headers is not None and headers.get(KV_OPERATION) in ("DEL", "PURGE")
 
 
 async def ensure_bucket(docket: Docket) -> None:
@@ -186,6 +200,8 @@ class StateRecorder:
         self._max_size = docket.connection.nc.max_payload - 1024
         self._state_prefix = kv_subject(bucket_name(docket.names), "state.")
         self._finished_headers = ttl_header(docket.execution_ttl)
+        # execution_ttl=0: no result is kept, so none is encoded either (docket).
+        self._keeps_results = docket.execution_ttl > timedelta(0)
 
     async def started(self, execution: Execution) -> None:
         now = datetime.now(UTC)
@@ -231,13 +247,15 @@ class StateRecorder:
         allow_pickle = self.docket.allow_pickle
         if outcome.exception is None:
             record = self._record(execution, ExecutionState.COMPLETED)
-            record.result, record.result_problem = encode_result(outcome.result, allow_pickle)
+            if self._keeps_results:
+                record.result, record.result_problem = encode_result(outcome.result, allow_pickle)
             if record.result_problem is not None:
                 logger.warning("task %r: %s", execution.key, record.result_problem)
         else:
             record = self._record(execution, ExecutionState.FAILED)
             record.error = f"{type(outcome.exception).__name__}: {outcome.exception}"
-            record.exception = encode_exception(outcome.exception, allow_pickle)
+            if self._keeps_results:
+                record.exception = encode_exception(outcome.exception, allow_pickle)
         await self._finish(execution, record)
 
     async def cancelled(self, execution: Execution, began: bool = True) -> None:
@@ -273,6 +291,8 @@ class StateRecorder:
                 b"",
                 {KV_OPERATION: "PURGE", ROLLUP: "sub"},
             )
+        if execution.has_progress:
+            execution.progress.apply(None)  # here too: no current, total 100
 
     def _record(self, execution: Execution, state: ExecutionState) -> ExecutionRecord:
         message = execution.message

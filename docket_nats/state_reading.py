@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 
-from .execution import ExecutionCancelled, ExecutionState
+from .execution import ExecutionCancelled, ExecutionState, ProgressEvent, StateEvent
 from .results import ResultUnavailable, decode_exception, decode_result
 from .state import (
     TERMINAL,
@@ -23,6 +23,7 @@ from .state import (
     bucket_name,
     bucket_stream,
     decode_record,
+    is_removal,
     queued_or_scheduled,
     state_subject,
 )
@@ -43,11 +44,14 @@ async def read_record(docket: Docket, key: str) -> ExecutionRecord | None:
         )
     except NotFoundError:
         return None
-    if not message.data:  # a purge or delete marker
+    headers: dict[str, str] | None = message.headers  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
+    if not message.data or is_removal(headers):
         return None
     try:
         return decode_record(message.data)
-    except msgspec.DecodeError:
+    except msgspec.DecodeError as error:
+        # Not ours to repair: it reads as no record, said once per read.
+        logger.warning("the state record of %r cannot be read (%s): ignored", key, error)
         return None
 
 
@@ -73,8 +77,9 @@ async def sync(execution: Execution) -> bool:
         read_work(docket, execution.key),
         read_progress(docket, execution.key),
     )
-    execution.progress.apply(progress)
-    return apply(execution, record, work)
+    known = apply(execution, record, work)
+    execution.progress.apply(progress, running=execution.state is ExecutionState.RUNNING)
+    return known
 
 
 def apply(
@@ -148,57 +153,59 @@ def _unknown(function_name: str) -> Any:
 
 
 async def get_result(execution: Execution, deadline: datetime | None) -> Any:
+    """Wait (until `deadline`) for the execution to end, then its outcome (docket's
+    rules and messages; see `Execution.get_result`)."""
     if execution.state not in TERMINAL:
-        timeout = None
-        if deadline is not None:
-            timeout = (deadline - datetime.now(UTC)).total_seconds()
-            if timeout <= 0:
-                raise TimeoutError(f"timed out waiting for execution {execution.key!r}")
-        try:
-            async with asyncio.timeout(timeout):
-                async for event in subscribe(execution):
-                    if event["type"] == "state" and event["state"] in TERMINAL:
-                        break
-        except TimeoutError:
-            raise TimeoutError(f"timed out waiting for execution {execution.key!r}") from None
-    record = execution.result_record
+        await _wait_for_end(execution, deadline)
     if execution.state is ExecutionState.CANCELLED:
-        raise ExecutionCancelled(f"execution {execution.key!r} was cancelled")
-    allow_pickle = execution.docket.allow_pickle
+        raise ExecutionCancelled(f"Execution {execution.key} was cancelled")
+    record = execution.result_record
     if execution.state is ExecutionState.FAILED:
         if record is not None and record.exception is not None:
-            raise decode_exception(record.exception, allow_pickle)
-        raise Exception(execution.error or "the task failed")
+            raise _stored_exception(execution, record)
+        # Nothing stored (execution_ttl=0, or an exception too large to keep).
+        raise Exception(execution.error or "Task execution failed")
     if record is None:
         return None
     if record.result_problem is not None:
         raise ResultUnavailable(record.result_problem)
     if record.result is None:
-        return None
-    return decode_result(record.result, execution.function, allow_pickle)
+        return None  # it returned None, or nothing is kept (execution_ttl=0)
+    try:
+        return decode_result(record.result, execution.function, execution.docket.allow_pickle)
+    except msgspec.DecodeError as error:
+        raise ResultUnavailable(
+            f"the stored result of execution {execution.key!r} cannot be decoded: {error}"
+        ) from error
+
+
+async def _wait_for_end(execution: Execution, deadline: datetime | None) -> None:
+    timeout = None
+    if deadline is not None:
+        timeout = (deadline - datetime.now(UTC)).total_seconds()
+        if timeout <= 0:
+            raise TimeoutError(f"Timeout waiting for execution {execution.key} to complete")
+    try:
+        async with asyncio.timeout(timeout):
+            async for event in subscribe(execution):
+                if event["type"] == "state" and event["state"] in TERMINAL:
+                    return
+    except TimeoutError:
+        raise TimeoutError(f"Timeout waiting for execution {execution.key} to complete") from None
+
+
+def _stored_exception(execution: Execution, record: ExecutionRecord) -> BaseException:
+    assert record.exception is not None
+    try:
+        return decode_exception(record.exception, execution.docket.allow_pickle)
+    except msgspec.DecodeError as error:
+        return ResultUnavailable(
+            f"execution {execution.key!r} failed ({execution.error}), and its stored "
+            f"exception cannot be decoded: {error}"
+        )
 
 
 # -- events -------------------------------------------------------------------
-
-
-class StateEvent(TypedDict):
-    type: Literal["state"]
-    key: str
-    state: ExecutionState
-    when: str
-    worker: str | None
-    started_at: str | None
-    completed_at: str | None
-    error: str | None
-
-
-class ProgressEvent(TypedDict):
-    type: Literal["progress"]
-    key: str
-    current: int | None
-    total: int
-    message: str | None
-    updated_at: str | None
 
 
 def state_event(execution: Execution) -> StateEvent:
@@ -215,24 +222,20 @@ def state_event(execution: Execution) -> StateEvent:
 
 
 def progress_event(execution: Execution) -> ProgressEvent:
-    progress = execution.progress
-    return {
-        "type": "progress",
-        "key": execution.key,
-        "current": progress.current,
-        "total": progress.total,
-        "message": progress.message,
-        "updated_at": progress.updated_at.isoformat() if progress.updated_at else None,
-    }
+    return execution.progress.event()
 
 
-async def subscribe(execution: Execution) -> AsyncIterator[StateEvent | ProgressEvent]:
+async def subscribe(
+    execution: Execution, ready: asyncio.Event | None = None
+) -> AsyncGenerator[StateEvent | ProgressEvent, None]:
     """The current state and progress, then every change as it happens.
 
     Subscribes before reading, so nothing between the read and the first live
     update is missed (a change may then show up twice). Live sources: the
     workers' writes to the bucket (state, progress), adds of the key to the work
-    stream (scheduled, queued) and cancel notices.
+    stream (scheduled, queued) and cancel notices. `ready` is set once the live
+    updates are being received and the current state was read: a change after it
+    arrives live, exactly once.
     """
     from .progress import decode_progress
 
@@ -252,6 +255,8 @@ async def subscribe(execution: Execution) -> AsyncIterator[StateEvent | Progress
     try:
         await nc.flush()
         await sync(execution)
+        if ready is not None:
+            ready.set()
         yield state_event(execution)
         yield progress_event(execution)
         while True:
@@ -259,8 +264,10 @@ async def subscribe(execution: Execution) -> AsyncIterator[StateEvent | Progress
             subject = message.subject
             if subject.startswith(KV_PREFIX):
                 if ".progress." in subject:
-                    execution.progress.apply(decode_progress(message.data))
-                    yield progress_event(execution)
+                    progress = decode_progress(message.data)
+                    execution.progress.apply(progress)
+                    if progress is not None:  # (else the run ended and took it along,
+                        yield progress_event(execution)  # which docket does not announce)
                     continue
                 if not message.data:
                     continue

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
     from .connection import Connection
     from .execution import Execution
+    from .strikelist import StrikeInstruction
     from .subjects import Names
 
 logger = logging.getLogger("docket_nats.strikes")
@@ -196,6 +197,18 @@ class StrikeList:
         key, _ = build_rule(function, task, parameter, operator, value, conditions)
         ack = await self._write(key, b"", {KV_OP: KV_DEL})
         self._apply(key, ack, None)
+
+    async def send_instruction(self, instruction: StrikeInstruction) -> None:
+        """docket's form of `strike` / `restore`: one `Strike` or `Restore` rule."""
+        send = self.strike if instruction.direction == "strike" else self.restore
+        await send(
+            instruction.function,
+            None,
+            instruction.parameter,
+            instruction.operator,
+            instruction.value,
+            {},
+        )
 
     async def _write(self, key: str, data: bytes, headers: dict[str, str]) -> int:
         if self._connection is None or self._bucket is None:

@@ -39,12 +39,21 @@ DOCKET_TOP_LEVEL = [
 # Submodules docket code imports from, with a name each must provide.
 DOCKET_SUBMODULES = {
     "dependencies": ["Depends", "Shared", "Retry", "Dependency", "current_execution"],
-    "execution": ["Execution", "ExecutionState"],
+    "execution": [
+        "Execution",
+        "ExecutionState",
+        "StateEvent",
+        "ProgressEvent",
+        "ExecutionProgress",
+        "compact_signature",
+        "get_signature",
+        "TaskFunction",
+    ],
     "annotations": ["Logged"],
     "tasks": ["trace", "fail", "sleep"],
     "testing": ["assert_task_scheduled", "assert_no_tasks"],
     "agenda": ["Agenda"],
-    "strikelist": ["StrikeList"],
+    "strikelist": ["Strike", "Restore", "Operator", "StrikeList"],
     "worker": ["Worker"],
     "docket": ["Docket"],
 }

@@ -6,8 +6,8 @@ import argparse
 import json
 from typing import Any
 
+from ..execution import ProgressEvent, StateEvent
 from ..state import TERMINAL
-from ..state_reading import ProgressEvent, StateEvent
 from .common import CommandError, add_docket_options, docket_from
 
 BAR_WIDTH = 30
