@@ -58,4 +58,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except common.CommandError as error:
         print(f"docket-nats: {error}", file=sys.stderr)
-        return 2
+        return error.status
