@@ -80,12 +80,12 @@ async def http_get(port: int, path: str = "/") -> tuple[int, str]:
     return int(head.split(" ", 2)[1]), body
 
 
-async def answering(port: int) -> tuple[int, str]:
-    """GET / once the endpoint listens (bounded: the worker process is starting)."""
+async def answering(port: int, path: str = "/") -> tuple[int, str]:
+    """GET `path` once the endpoint listens (bounded: the worker process is starting)."""
     async with asyncio.timeout(30):
         while True:
             try:
-                return await http_get(port)
+                return await http_get(port, path)
             except (ConnectionRefusedError, OSError):
                 await asyncio.sleep(0.05)
 
@@ -223,7 +223,8 @@ async def test_worker_serves_a_healthcheck_and_metrics_until_sigterm(
     try:
         assert await answering(healthcheck) == (200, "OK")
         assert await http_get(healthcheck, "/any/path") == (200, "OK")
-        status, body = await http_get(metrics, "/metrics")
+        # Metrics come up once the docket is connected, perhaps a moment later.
+        status, body = await answering(metrics, "/metrics")
         assert status == 200 and "docket_tasks_added" in body
     finally:
         process.send_signal(signal.SIGTERM)
@@ -476,3 +477,30 @@ def test_durations_as_docket_writes_them(text: str, seconds: float) -> None:
 def test_durations_docket_refuses(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError):
         duration(text)
+
+
+# -- URLs and connections ---------------------------------------------------------------
+
+
+async def test_an_unreachable_server_fails_a_command_with_status_1() -> None:
+    # As docket's commands when Redis is down: an error and 1, not a hang.
+    port = free_port()  # nothing listens there
+    code, _, err = await cli("clear", "--url", f"nats://127.0.0.1:{port}")
+    assert code == 1 and f"cannot connect to NATS at nats://127.0.0.1:{port}" in err
+
+
+async def test_a_redis_url_is_refused_at_once() -> None:
+    # docket's default URL, left in $DOCKET_URL by a docket deployment.
+    for command in (["clear"], ["watch", "some-key"], ["worker"]):
+        code, _, err = await cli(*command, env={"DOCKET_URL": "redis://localhost:6379/0"})
+        assert code == 2 and "is a Redis URL" in err, command
+
+
+async def test_dockets_standard_task_collection_means_ours(docket: Docket, nats_url: str) -> None:
+    traced = await docket.add(tasks.trace)("standard")
+    code, _, err = await cli(
+        "worker", *target(docket, nats_url), "--tasks", "docket.tasks:standard_tasks",
+        "--until-finished", "--minimum-check-interval", "0.05",
+    )  # fmt: skip
+    assert code == 0, err
+    assert await traced.get_result(timeout=timedelta(seconds=10)) is None

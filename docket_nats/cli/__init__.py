@@ -11,6 +11,8 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
+from nats.errors import NoServersError
+
 from . import (
     clear,
     common,
@@ -55,7 +57,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return asyncio.run(arguments.handler(arguments)) or 0
     except KeyboardInterrupt:
-        return 130
+        # As docket's (Click's) commands: "Aborted!" and status 1.
+        print("Aborted!", file=sys.stderr)
+        return 1
+    except NoServersError:
+        where = getattr(arguments, "url", None) or "the embedded local server"
+        print(f"docket-nats: cannot connect to NATS at {where}", file=sys.stderr)
+        return 1
     except common.CommandError as error:
         print(f"docket-nats: {error}", file=sys.stderr)
         return error.status

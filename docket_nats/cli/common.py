@@ -27,6 +27,15 @@ class CommandError(Exception):
         self.status = status
 
 
+# docket's own default collection, as a docket deploy script may spell it out.
+_DOCKETS_STANDARD_TASKS = "docket.tasks:standard_tasks"
+
+
+def collection_path(path: str) -> str:
+    """A --tasks MODULE:ATTR; docket's built-in collection means ours."""
+    return "docket_nats.tasks:standard_tasks" if path == _DOCKETS_STANDARD_TASKS else path
+
+
 def imported(path: str, what: str) -> Any:
     """`module:member` (docket's syntax for --tasks, --fallback-task, --dependencies)."""
     module_name, _, member_name = path.rpartition(":")
@@ -95,11 +104,25 @@ MEMORY_REFUSED = (
 )
 
 
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "valkey://", "valkeys://")
+
+
+def nats_url(text: str) -> str:
+    """Refuses at once a Redis URL left over from docket (in $DOCKET_URL, say),
+    which would otherwise be tried as a NATS server until the connection gives up."""
+    if text.lower().startswith(_REDIS_SCHEMES):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is a Redis URL; docket-nats needs a NATS one: nats://HOST:4222 "
+            "(comma-separated for a cluster), or none for the embedded local server"
+        )
+    return text
+
+
 def shared_url(text: str) -> str:
     """A URL other processes can reach: docket's CLI refuses memory:// here."""
     if text.startswith(MEMORY_SCHEME):
         raise argparse.ArgumentTypeError(MEMORY_REFUSED)
-    return text
+    return nats_url(text)
 
 
 def add_docket_options(
@@ -116,7 +139,7 @@ def add_docket_options(
     parser.add_argument(
         *url_flags,
         default=environment(*url_environment),
-        type=str if allow_memory else shared_url,
+        type=nats_url if allow_memory else shared_url,
         help="NATS URL(s), comma-separated; default: the embedded local server "
         f"(${' or $'.join(url_environment)})"
         + ("; memory://NAME for an ephemeral one" if allow_memory else ""),
@@ -161,8 +184,17 @@ def add_docket_options(
     )
 
 
-def docket_from(arguments: argparse.Namespace, **options: Any) -> Docket:
+# A one-shot command (clear, strike, snapshot, ...) gives up on an unreachable
+# server after about two seconds and exits 1, as docket's does when Redis is
+# down, rather than retrying forever as a long-lived Docket does.
+ONE_SHOT_CONNECT_ATTEMPTS = 4
+
+
+def docket_from(arguments: argparse.Namespace, *, lasting: bool = False, **options: Any) -> Docket:
+    """The Docket the options name; `lasting` (worker, watch): reconnect forever."""
     connect_options: dict[str, Any] = {}
+    if not lasting:
+        connect_options["max_reconnect_attempts"] = ONE_SHOT_CONNECT_ATTEMPTS
     credentials = getattr(arguments, "credentials", None)
     if credentials:
         connect_options["user_credentials"] = credentials

@@ -9,7 +9,13 @@ from typing import Any
 
 from ..execution import Execution
 from ..snapshot import DocketSnapshot
-from .common import CommandError, add_docket_options, docket_from, environment
+from .common import (
+    CommandError,
+    add_docket_options,
+    collection_path,
+    docket_from,
+    environment,
+)
 from .render import table
 
 
@@ -119,7 +125,7 @@ async def show_snapshot(arguments: argparse.Namespace) -> int:
     async with docket_from(arguments) as docket:
         for collection in collections:
             try:
-                docket.register_collection(collection)
+                docket.register_collection(collection_path(collection))
             except (ImportError, AttributeError, ValueError, TypeError) as error:
                 raise CommandError(f"--tasks {collection!r}: {error}", status=1) from None
         snapshot = await docket.snapshot(limit=arguments.limit)

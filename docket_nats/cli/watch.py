@@ -46,7 +46,7 @@ def describe(event: StateEvent | ProgressEvent) -> str:
 
 
 async def watch_task(arguments: argparse.Namespace) -> int:
-    async with docket_from(arguments) as docket:
+    async with docket_from(arguments, lasting=True) as docket:
         execution = await docket.get_execution(arguments.key)
         if execution is None:
             # docket's message and exit status (0): nothing to watch is not a failure.

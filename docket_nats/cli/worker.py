@@ -21,6 +21,7 @@ from ..worker import Worker
 from .common import (
     CommandError,
     add_docket_options,
+    collection_path,
     docket_from,
     duration,
     environment,
@@ -214,6 +215,7 @@ async def run_worker(arguments: argparse.Namespace) -> int:
         serve_healthcheck(arguments.healthcheck_port, arguments.http_host),
         docket_from(
             arguments,
+            lasting=True,
             allow_pickle=arguments.allow_pickle,
             enable_internal_instrumentation=options["enable_internal_instrumentation"],
         ) as docket,
@@ -221,7 +223,7 @@ async def run_worker(arguments: argparse.Namespace) -> int:
     ):
         for collection in task_collections(arguments):
             try:
-                docket.register_collection(collection)
+                docket.register_collection(collection_path(collection))
             except (ImportError, AttributeError, ValueError, TypeError) as error:
                 raise CommandError(f"--tasks {collection!r}: {error}", status=1) from None
         async with Worker(docket, **options) as worker:
