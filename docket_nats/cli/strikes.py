@@ -96,7 +96,7 @@ def register(subparsers: Any) -> None:
         parser.add_argument(
             "condition", nargs="*", metavar="PARAM OP VALUE", help="conditions (ALL must hold)"
         )
-        parser.set_defaults(handler=change, direction=name)
+        parser.set_defaults(handler=change, direction=name, trailing_words="condition")
 
     listing: argparse.ArgumentParser = subparsers.add_parser(
         "strikes", help="list the strike rules in effect", description="List the strike rules."
