@@ -10,6 +10,7 @@ import argparse
 import importlib
 import os
 import re
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -125,6 +126,24 @@ def shared_url(text: str) -> str:
     return nats_url(text)
 
 
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def one_of(allowed: tuple[str, ...], normal: Callable[[str], str]) -> Callable[[str], str]:
+    """A choice checked in the conversion, which argparse also applies to a default
+    taken from the environment (its `choices` check skips defaults)."""
+
+    def convert(text: str) -> str:
+        value = normal(text)
+        if value not in allowed:
+            raise argparse.ArgumentTypeError(
+                f"invalid choice: {text!r} (choose from {', '.join(allowed)})"
+            )
+        return value
+
+    return convert
+
+
 def add_docket_options(
     parser: argparse.ArgumentParser,
     *,
@@ -152,7 +171,7 @@ def add_docket_options(
     parser.add_argument(
         "--replicas",
         type=int,
-        default=int(environment("DOCKET_REPLICAS") or "1"),
+        default=environment("DOCKET_REPLICAS") or "1",
         help="JetStream replicas of the docket's streams and buckets, 1 or 3 on a "
         "cluster ($DOCKET_REPLICAS; default: 1)",
     )
@@ -170,16 +189,16 @@ def add_docket_options(
     )
     parser.add_argument(
         "--logging-level",
-        default=(environment("DOCKET_LOGGING_LEVEL") or "INFO").upper(),
-        type=str.upper,
-        choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+        default=environment("DOCKET_LOGGING_LEVEL") or "INFO",
+        type=one_of(LEVELS, str.upper),
+        choices=LEVELS,
         help="log level ($DOCKET_LOGGING_LEVEL; default: INFO)",
     )
     parser.add_argument(
         "--logging-format",
         default=environment("DOCKET_LOGGING_FORMAT"),
-        type=str.lower,
-        choices=list(FORMATS),
+        type=one_of(FORMATS, str.lower),
+        choices=FORMATS,
         help="log format ($DOCKET_LOGGING_FORMAT; default: rich on a terminal, else plain)",
     )
 
