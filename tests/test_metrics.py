@@ -134,6 +134,8 @@ async def test_worker_command_serves_metrics(docket: Docket, nats_url: str) -> N
         docket.name,
         "--metrics-port",
         str(port),
+        "--http-host",
+        "127.0.0.1",
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from ..execution import Execution
 from ..snapshot import DocketSnapshot
-from .common import add_docket_options, docket_from
+from .common import (
+    CommandError,
+    add_docket_options,
+    collection_path,
+    docket_from,
+    environment,
+)
 from .render import table
 
 
@@ -22,7 +28,18 @@ def register(subparsers: Any) -> None:
     )
     add_docket_options(parser)
     parser.add_argument("--limit", type=int, default=100, help="list at most this many tasks")
-    parser.add_argument("--tasks", nargs="*", default=None, help="list only these task names")
+    parser.add_argument(
+        "--tasks",
+        action="extend",
+        nargs="*",
+        default=None,
+        metavar="TASKS",
+        help="MODULE:ATTR registers a task collection, as docket's (repeatable; "
+        "$DOCKET_TASKS); a bare NAME lists only the tasks of that name",
+    )
+    parser.add_argument(
+        "--stats", action="store_true", help="add task counts by function, as docket's"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.set_defaults(handler=show_snapshot)
 
@@ -64,33 +81,87 @@ def as_document(snapshot: DocketSnapshot, names: list[str] | None) -> dict[str, 
     }
 
 
+def task_options(arguments: argparse.Namespace) -> tuple[list[str], list[str] | None]:
+    """--tasks (else $DOCKET_TASKS) split into collections to register and names to list."""
+    given: list[str] | None = arguments.tasks
+    if given is None:
+        from_environment = environment("DOCKET_TASKS")
+        given = from_environment.split() if from_environment else []
+    collections = [each for each in given if ":" in each]
+    names = [each for each in given if ":" not in each]
+    return collections, names or None
+
+
+def task_stats(snapshot: DocketSnapshot) -> list[dict[str, Any]]:
+    """Per function: how many run, how many wait, and the span of their due times;
+    the busiest first, to show a runaway task."""
+    by_function: dict[str, dict[str, Any]] = {}
+
+    def entry(name: str) -> dict[str, Any]:
+        return by_function.setdefault(
+            name,
+            {"function": name, "total": 0, "running": 0, "queued": 0,
+             "oldest_queued": None, "latest_queued": None},
+        )  # fmt: skip
+
+    for running in snapshot.running:
+        counts = entry(running.function_name)
+        counts["total"] += 1
+        counts["running"] += 1
+    for execution in snapshot.future:
+        counts = entry(execution.function_name)
+        counts["total"] += 1
+        counts["queued"] += 1
+        when = execution.when.isoformat()
+        if counts["oldest_queued"] is None or when < counts["oldest_queued"]:
+            counts["oldest_queued"] = when
+        if counts["latest_queued"] is None or when > counts["latest_queued"]:
+            counts["latest_queued"] = when
+    return sorted(by_function.values(), key=lambda counts: (-counts["total"], counts["function"]))
+
+
 async def show_snapshot(arguments: argparse.Namespace) -> int:
+    collections, names = task_options(arguments)
     async with docket_from(arguments) as docket:
+        for collection in collections:
+            try:
+                docket.register_collection(collection_path(collection))
+            except (ImportError, AttributeError, ValueError, TypeError) as error:
+                raise CommandError(f"--tasks {collection!r}: {error}", status=1) from None
         snapshot = await docket.snapshot(limit=arguments.limit)
-    document = as_document(snapshot, arguments.tasks)
+    document = as_document(snapshot, names)
+    if arguments.stats:
+        document["stats"] = task_stats(snapshot)
     if arguments.json:
         print(json.dumps(document, indent=2))
         return 0
-    now = datetime.now(UTC)
+    now = snapshot.taken
+    # docket's title lines, then the exact counts NATS gives besides.
+    print(f"Docket: {docket.name!r}")
+    print(f"as of {local_time(snapshot.taken)}")
     print(
-        f"Docket {docket.name!r} at {snapshot.taken:%Y-%m-%d %H:%M:%S} UTC: "
+        f"{len(document['workers'])} workers, "
+        f"{document['running']}/{document['total_tasks']} running"
+    )
+    print(
         f"{document['total_tasks']} tasks ({document['scheduled']} scheduled, "
         f"{document['queued']} queued, {document['running']} running), "
         f"{len(document['workers'])} workers"
     )
     rows = [
         [
-            row["state"],
-            row["key"],
+            relative(row["when"], now),
             row["function"],
-            _relative(row["when"], now),
-            row["worker"] or "-",
+            row["key"],
+            row["worker"] or "",
+            relative(row["started_at"], now) if row["started_at"] else "",
+            row["state"],
         ]
         for row in document["tasks"]
     ]
     if rows:
         print()
-        print(table(["STATE", "KEY", "FUNCTION", "WHEN", "WORKER"], rows))
+        print(table(["WHEN", "FUNCTION", "KEY", "WORKER", "STARTED", "STATE"], rows))
         if snapshot.truncated:
             print(f"(listing cut at --limit {arguments.limit})")
     if document["workers"]:
@@ -104,9 +175,37 @@ async def show_snapshot(arguments: argparse.Namespace) -> int:
                 ],
             )
         )
+    if arguments.stats and document["stats"]:
+        print()
+        print("Task Count Statistics by Function")
+        print(
+            table(
+                ["FUNCTION", "TOTAL", "RUNNING", "QUEUED", "OLDEST QUEUED", "LATEST QUEUED"],
+                [
+                    [
+                        counts["function"],
+                        str(counts["total"]),
+                        str(counts["running"]),
+                        str(counts["queued"]),
+                        relative(counts["oldest_queued"], now) if counts["oldest_queued"] else "",
+                        relative(counts["latest_queued"], now) if counts["latest_queued"] else "",
+                    ]
+                    for counts in document["stats"]
+                ],
+            )
+        )
     return 0
 
 
-def _relative(when: str, now: datetime) -> str:
-    seconds = (datetime.fromisoformat(when) - now).total_seconds()
-    return f"in {seconds:.1f}s" if seconds > 0 else f"{-seconds:.1f}s ago"
+def local_time(when: datetime) -> str:
+    return when.astimezone().strftime("%Y-%m-%d %H:%M:%S %z")
+
+
+def relative(when: str, now: datetime) -> str:
+    """As docket shows times: `in 0:01:30` / `0:00:05 ago` within half an hour,
+    else the local time."""
+    moment = datetime.fromisoformat(when)
+    ahead = moment - now
+    if abs(ahead) >= timedelta(minutes=30):
+        return f"at {local_time(moment)}"
+    return f"in {ahead}" if ahead > timedelta(0) else f"{-ahead} ago"

@@ -1,6 +1,7 @@
 """`docket-nats strike|restore|strikes`: manage strike rules from a shell.
 
     docket-nats strike process_order                         the whole task
+    docket-nats strike process_order customer_id == 12345     docket's 4-argument form
     docket-nats strike '*' customer_id == 12345               a parameter of every task
     docket-nats strike process_order customer_id == 12345 amount '>' int:1000
                                                              one rule, ALL conditions
@@ -36,7 +37,7 @@ def typed_value(text: str) -> Any:
     try:
         member = getattr(importlib.import_module(module_name or "builtins"), member_name)
     except (ImportError, AttributeError, ValueError):
-        raise CommandError(f"unknown type {type_name!r} in {text!r}") from None
+        raise CommandError(f"unknown type {type_name!r} in {text!r}", status=1) from None
     if member is timedelta:
         return timedelta(seconds=int(value))
     if member is bool:
@@ -44,7 +45,7 @@ def typed_value(text: str) -> Any:
     try:
         return member(value)
     except Exception as error:
-        raise CommandError(f"cannot make a {type_name} of {value!r}: {error}") from None
+        raise CommandError(f"cannot make a {type_name} of {value!r}: {error}", status=1) from None
 
 
 def conditions_of(words: list[str]) -> list[tuple[str, Operator, Any]]:
@@ -79,20 +80,23 @@ def register(subparsers: Any) -> None:
             name,
             help=f"{verb} a task or the calls whose arguments match",
             description=(
-                f"{verb.capitalize()} TASK ('*' for every task), optionally only the calls "
-                "where PARAM OP VALUE holds; several PARAM OP VALUE groups make one rule "
-                "that matches when ALL hold. Operators: "
+                f"{verb.capitalize()} TASK ('*' or '' for every task), optionally only the "
+                "calls where PARAM OP VALUE holds (docket's FUNCTION PARAMETER OPERATOR VALUE); "
+                "several PARAM OP VALUE groups make one rule that matches when ALL hold. "
+                "Operators: "
                 + ", ".join(each.value for each in Operator)
                 + ". Values: a bare string, or TYPE:VALUE (int:5, bool:true, "
                 "decimal.Decimal:9.99)."
             ),
         )
         add_docket_options(parser)
-        parser.add_argument("task", metavar="TASK", help="task name, or '*' for every task")
+        parser.add_argument(
+            "task", nargs="?", default="*", metavar="TASK", help="task name, or '*' for every task"
+        )
         parser.add_argument(
             "condition", nargs="*", metavar="PARAM OP VALUE", help="conditions (ALL must hold)"
         )
-        parser.set_defaults(handler=change, direction=name)
+        parser.set_defaults(handler=change, direction=name, trailing_words="condition")
 
     listing: argparse.ArgumentParser = subparsers.add_parser(
         "strikes", help="list the strike rules in effect", description="List the strike rules."
@@ -102,23 +106,40 @@ def register(subparsers: Any) -> None:
     listing.set_defaults(handler=list_rules)
 
 
+def _wildcard(word: str) -> bool:
+    return word in ("", "*")
+
+
+def announcement(verb: str, task: str | None, conditions: list[tuple[str, Operator, Any]]) -> str:
+    """docket's line: `Striking TASK` or `Striking TASK PARAM OP VALUE` (and more groups)."""
+    if not conditions:
+        return f"{verb} {task}"
+    shown = " and ".join(f"{p} {o.value} {v!r}" for p, o, v in conditions)
+    return f"{verb} {task or '(all tasks)'} {shown}"
+
+
 async def change(arguments: argparse.Namespace) -> int:
-    task = None if arguments.task in ("", "*") else arguments.task
+    task = None if _wildcard(arguments.task) else arguments.task
     conditions = conditions_of(arguments.condition)
+    if conditions and _wildcard(conditions[0][0]):
+        # docket: a '*' parameter means none; whatever follows it is ignored.
+        conditions = []
     if task is None and not conditions:
-        raise CommandError("give a task, a parameter condition, or both")
+        raise CommandError("Must provide either a function and/or a parameter")
     parameter, operator, value = conditions[0] if conditions else (None, Operator.EQUAL, None)
     more = {name: (op.value, item) for name, op, item in conditions[1:]}
     if len(more) != len(conditions[1:]):
         raise CommandError("a parameter may appear only once in a rule (besides the first)")
+    striking = arguments.direction == "strike"
+    print(announcement("Striking" if striking else "Restoring", task, conditions), flush=True)
     async with docket_from(arguments) as docket:
-        method = docket.strike if arguments.direction == "strike" else docket.restore
+        method = docket.strike if striking else docket.restore
         try:
             await method(task, parameter, operator, value, **more)
         except (ValueError, TypeError) as error:
-            raise CommandError(str(error)) from None
+            raise CommandError(str(error), status=1) from None
     shown = ", ".join(f"{p} {o.value} {v!r}" for p, o, v in conditions) or "*"
-    done = "Struck" if arguments.direction == "strike" else "Restored"
+    done = "Struck" if striking else "Restored"
     print(f"{done} {task or '*'}({shown}) in the docket {docket.name!r}", flush=True)
     return 0
 

@@ -3,32 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .. import tasks
 from ..execution import TaskFunction
-from .common import add_docket_options, docket_from
-
-_UNITS = {"s": 1, "m": 60, "h": 3600}
-
-
-def duration(text: str) -> timedelta:
-    """docket's duration syntax: 90, 90s, 5m, 2h, mm:ss or hh:mm:ss."""
-    text = text.strip()
-    if ":" in text:
-        parts = [int(part) for part in text.split(":")]
-        if len(parts) not in (2, 3):
-            raise argparse.ArgumentTypeError(f"invalid duration {text!r}")
-        seconds = 0
-        for part in parts:
-            seconds = seconds * 60 + part
-        return timedelta(seconds=seconds)
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smh]?)", text)
-    if match is None:
-        raise argparse.ArgumentTypeError(f"invalid duration {text!r} (e.g. 30, 30s, 5m, 1h)")
-    return timedelta(seconds=float(match[1]) * _UNITS.get(match[2] or "s", 1))
+from .common import add_docket_options, docket_from, duration
 
 
 def register(subparsers: Any) -> None:
@@ -51,7 +31,7 @@ def register(subparsers: Any) -> None:
             "--delay",
             type=duration,
             default=timedelta(0),
-            help="run it this much later (90, 90s, 5m, 1h, mm:ss)",
+            help="add it this much later (docket's durations: 90, 90s, 5m, 1h, mm:ss, hh:mm:ss)",
         )
         command.set_defaults(handler=add_task, function=getattr(tasks, name), argument=argument)
 

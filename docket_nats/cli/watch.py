@@ -8,7 +8,7 @@ from typing import Any
 
 from ..execution import ProgressEvent, StateEvent
 from ..state import TERMINAL
-from .common import CommandError, add_docket_options, docket_from
+from .common import add_docket_options, docket_from
 
 BAR_WIDTH = 30
 
@@ -19,7 +19,13 @@ def register(subparsers: Any) -> None:
         help="follow a task's state and progress",
         description="Print a task's state and progress as they change, until it ends.",
     )
-    add_docket_options(parser)
+    # docket's watch alone reads $DOCKET_REDIS_URL and has -u / -d.
+    add_docket_options(
+        parser,
+        url_environment=("DOCKET_REDIS_URL", "DOCKET_URL"),
+        short_flags=True,
+        allow_memory=True,
+    )
     parser.add_argument("key", help="the task key")
     parser.add_argument("--json", action="store_true", help="one JSON event per line")
     parser.set_defaults(handler=watch_task)
@@ -40,10 +46,15 @@ def describe(event: StateEvent | ProgressEvent) -> str:
 
 
 async def watch_task(arguments: argparse.Namespace) -> int:
-    async with docket_from(arguments) as docket:
+    async with docket_from(arguments, lasting=True) as docket:
         execution = await docket.get_execution(arguments.key)
         if execution is None:
-            raise CommandError(f"no task with the key {arguments.key!r}")
+            # docket's message and exit status (0): nothing to watch is not a failure.
+            print(
+                f"Error: Task with key '{arguments.key}' not found or function not registered",
+                flush=True,
+            )
+            return 0
         async for event in execution.subscribe():
             if arguments.json:
                 print(

@@ -19,6 +19,13 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     parser.set_defaults(handler=list_workers, task=None)
     commands = parser.add_subparsers(dest="workers_command", metavar="COMMAND")
+    # docket's spelling of the bare `workers` listing.
+    listing = commands.add_parser(
+        "ls", help="list the live workers", description="List the live workers."
+    )
+    add_docket_options(listing)
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    listing.set_defaults(handler=list_workers, task=None)
     for_task = commands.add_parser(
         "for-task",
         help="list the live workers that can run TASK",
@@ -45,6 +52,7 @@ async def list_workers(arguments: argparse.Namespace) -> int:
             [w.name, str(w.running), str(w.concurrency), w.last_seen.isoformat(), str(len(w.tasks))]
             for w in workers
         ]
+        print(f"Workers in Docket: {arguments.docket}")
         print(table(["WORKER", "RUNNING", "CONCURRENCY", "LAST SEEN", "TASKS"], rows))
     else:
         print("No workers." if arguments.task is None else f"No workers for {arguments.task!r}.")
