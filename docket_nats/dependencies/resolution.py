@@ -13,7 +13,7 @@ from collections.abc import AsyncGenerator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from uncalled_for import FailedDependency, frame_scope
+from uncalled_for import FailedDependency, Frame, frame_scope
 from uncalled_for.functional import _Depends  # pyright: ignore[reportPrivateUsage]
 
 from .admission import AdmissionBlocked
@@ -84,9 +84,7 @@ async def resolve(
                 )
                 continue
             try:
-                # The frame memoizes each parameter: a CallArgument naming a
-                # sibling shares this value instead of resolving it again.
-                value = await frame.resolve(name)
+                value = await _resolve_parameter(frame, name, dependency)
             except AdmissionBlocked:
                 raise
             except Exception as error:
@@ -106,6 +104,36 @@ async def resolve(
     if worker_dependencies:
         failures.update(plan.conflicts_with(worker_dependencies))
     return resolution
+
+
+# The base class's no-op exit: a dependency that keeps it has nothing to undo.
+_NOTHING_TO_EXIT: object = getattr(Dependency, "__aexit__")  # noqa: B009 (typed as object)
+
+
+async def _resolve_parameter(frame: Frame, name: str, dependency: Dependency[Any]) -> Any:
+    """The value of a task parameter, through the run's uncalled-for frame.
+
+    The frame memoizes each parameter (a CallArgument naming a sibling shares
+    its value) and detects cycles. Most dependencies only produce a value
+    (CurrentDocket, TaskKey, Retry, ...): those skip the exit stack, which is
+    most of the per-run cost, and are recorded in the frame as `resolve` does.
+    """
+    if (
+        type(dependency).__aexit__ is not _NOTHING_TO_EXIT
+        or name in frame.resolved
+        or name in frame.failures
+    ):
+        return await frame.resolve(name)
+    frame.resolving.append(name)
+    try:
+        value = await dependency.for_parameter(name).__aenter__()
+    except Exception as error:
+        frame.failures[name] = error
+        raise
+    finally:
+        frame.resolving.pop()
+    frame.resolved[name] = value
+    return value
 
 
 @asynccontextmanager

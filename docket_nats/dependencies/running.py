@@ -169,6 +169,18 @@ async def _handle(execution: Execution, outcome: TaskOutcome, resolved: list[Any
 def _first(values: list[Any], kind: type[Any]) -> Any:
     """The first resolved value of a kind (the kinds are abstract: no type[H] here)."""
     for value in values:
-        if isinstance(value, kind):
+        value_type: type[Any] = value.__class__
+        if _is_kind(value_type, kind):
             return value
     return None
+
+
+_kinds: dict[tuple[type, type], bool] = {}
+
+
+def _is_kind(cls: type, kind: type) -> bool:
+    # Runtime & co. are ABCs, whose isinstance is slow; a run asks per value.
+    known = _kinds.get((cls, kind))
+    if known is None:
+        known = _kinds[(cls, kind)] = issubclass(cls, kind)
+    return known
