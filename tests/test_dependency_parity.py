@@ -304,3 +304,35 @@ async def test_worker_lifecycle_hook_entered_once_around_the_worker(docket: Dock
         await worker.run_until_finished()
     assert WithLifecycle.events == ["up w-1", "run", "run", "run", "down w-1"]
     assert WithoutLifecycle.called == ["hook"], "called, returned None, skipped"
+
+
+async def test_docket_resolution_helpers(docket: Docket) -> None:
+    from datetime import UTC, datetime
+
+    from docket_nats import Execution, Retry
+    from docket_nats.dependencies import (
+        FailedDependency,
+        get_single_dependency_of_type,
+        get_single_dependency_parameter_of_type,
+        resolved_dependencies,
+    )
+
+    def broken() -> str:
+        raise LookupError("nothing here")
+
+    declared = Retry(attempts=4)
+
+    async def task(
+        value: int, key: str = TaskKey(), bad: str = Depends(broken), retry: Retry = declared
+    ) -> None: ...
+
+    assert get_single_dependency_parameter_of_type(task, Retry) is declared
+    execution = Execution(docket, task, (1,), {}, "helper-key", datetime.now(UTC), 1)
+    async with Worker(docket) as worker:
+        async with resolved_dependencies(worker, execution) as resolved:
+            assert resolved["key"] == "helper-key"
+            failed = resolved["bad"]
+            assert isinstance(failed, FailedDependency)
+            assert failed.parameter == "bad" and isinstance(failed.error, LookupError)
+            retry = get_single_dependency_of_type(resolved, Retry)
+            assert retry is not None and retry.attempts == 4
