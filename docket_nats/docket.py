@@ -18,11 +18,11 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, ParamSpec, Self, TypeVar, overload
 
 from nats.js.errors import APIError
+from uncalled_for import validate_dependencies
 
 from . import telemetry
 from .connection import Connection, DocketURL
 from .dead_letters import list_dead_letters
-from .dependencies.plans import plan_for
 from .execution import Disposition, Execution, TaskCall, TaskFunction
 from .heartbeats import WorkerInfo, heartbeat_bucket, live_workers
 from .keys import new_key
@@ -144,9 +144,9 @@ class Docket:
     def register(self, function: TaskFunction, names: list[str] | None = None) -> None:
         """Make `function` runnable by workers of this process under its name(s)."""
         task_signature(function)  # fail early on a function we cannot inspect
-        problem = plan_for(function).error  # e.g. two Retry: refused here, not on a worker
-        if problem is not None:
-            raise ValueError(f"{function.__name__}(): {problem}")
+        # As docket: two Retry (or Timeout and another Runtime) are refused here,
+        # with its message ("Only one Retry dependency is allowed"), not on a worker.
+        validate_dependencies(function)
         for task_name in names or [function.__name__]:
             self.tasks[task_name] = function
 

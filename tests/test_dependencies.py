@@ -223,7 +223,9 @@ async def test_a_failing_dependency_fails_the_task_naming_the_parameter(
     assert failures, "the failed run must be logged with its error"
     error = failures[-1].exc_info[1]  # type: ignore[index]
     assert "service" in str(error) and "service unavailable" in str(error)
-    assert "task()" in str(error)
+    # docket's message names the parameters, not the task (issue #12).
+    assert isinstance(error, ExceptionGroup)
+    assert error.message == "Failed to resolve dependencies for parameter(s): service"
 
 
 async def test_a_retry_still_applies_when_a_dependency_fails(
@@ -248,7 +250,7 @@ async def test_a_retry_still_applies_when_a_dependency_fails(
 async def test_two_single_dependencies_are_refused_at_registration(docket: Docket) -> None:
     async def task(a: Retry = Retry(attempts=2), b: Retry = Retry(attempts=3)) -> None: ...
 
-    with pytest.raises(ValueError, match="only one Retry"):
+    with pytest.raises(ValueError, match="Only one Retry dependency is allowed"):
         await docket.add(task)()
 
 
@@ -265,7 +267,8 @@ async def test_a_single_dependency_on_both_task_and_worker_fails_the_run(
     async with Worker(docket, dependencies={"retry": Retry(attempts=5)}) as worker:
         await worker.run_until_finished()
     assert ran == []
-    assert any("only one Retry" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
+    message = "Only one Retry dependency is allowed"
+    assert any(message in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
 
 
 async def test_worker_level_dependencies_wrap_every_run(docket: Docket) -> None:

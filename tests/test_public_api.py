@@ -11,10 +11,12 @@ import docket_nats
 # What `from docket import ...` offers at the top level (docket's __all__).
 DOCKET_TOP_LEVEL = [
     "Agenda",
+    "CallArgument",
     "ConcurrencyLimit",
     "CurrentDocket",
     "CurrentExecution",
     "CurrentWorker",
+    "CycleError",
     "Depends",
     "Docket",
     "Execution",
@@ -38,7 +40,30 @@ DOCKET_TOP_LEVEL = [
 
 # Submodules docket code imports from, with a name each must provide.
 DOCKET_SUBMODULES = {
-    "dependencies": ["Depends", "Shared", "Retry", "Dependency", "current_execution"],
+    "dependencies": [
+        "Depends",
+        "Shared",
+        "Retry",
+        "Dependency",
+        "current_execution",
+        # docket's dependency machinery (issue #12).
+        "TaskLogger",
+        "format_duration",
+        "get_single_dependency_parameter_of_type",
+        "get_single_dependency_of_type",
+        "resolved_dependencies",
+        "SharedContext",
+        "TaskOutcome",
+        "Runtime",
+        "FailureHandler",
+        "CompletionHandler",
+        "CallArgument",
+        "CycleError",
+        "FailedDependency",
+        "get_annotation_dependencies",
+        "get_dependency_parameters",
+        "validate_dependencies",
+    ],
     "execution": [
         "Execution",
         "ExecutionState",
@@ -71,3 +96,17 @@ def test_submodule_names(module: str) -> None:
     imported = importlib.import_module(f"docket_nats.{module}")
     missing = [name for name in DOCKET_SUBMODULES[module] if not hasattr(imported, name)]
     assert not missing, f"docket_nats.{module} lacks {missing}"
+
+
+def test_dependency_is_uncalled_fors() -> None:
+    """A dependency written for docket (on uncalled-for's base class) works here."""
+    import uncalled_for
+
+    from docket_nats import dependencies
+
+    assert dependencies.Dependency is uncalled_for.Dependency
+    assert dependencies.CallArgument is uncalled_for.CallArgument
+    assert dependencies.CycleError is uncalled_for.CycleError
+    assert dependencies.SharedContext is uncalled_for.SharedContext
+    assert docket_nats.CallArgument is uncalled_for.CallArgument
+    assert docket_nats.CycleError is uncalled_for.CycleError

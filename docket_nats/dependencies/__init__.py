@@ -1,11 +1,23 @@
 """What a task can ask for by default value or `Annotated[...]`, and task behaviors.
 
-One module per concern: `base` (Dependency, handler kinds, context variables),
+The injection itself is uncalled-for's, the library docket builds on:
+`Dependency`, `Depends`, `Shared`, `CallArgument`, frames, per-run caching and
+validation. One module per concern: `base` (handler kinds, context variables),
 `contextual` (CurrentDocket, TaskKey, TaskArgument, ...), `functional`
-(Depends), `shared` (Shared), `plans` (what a function declares, cached), `scope` and `running`
-(one run: resolve, call, tear down, outcome hooks), and the behaviors
-`perpetual`, `cron`, `retry`, `timeout`.
+(Depends), `shared` (Shared per worker), `plans` (what a function declares,
+cached), `running` (one run: resolve, call, tear down, outcome hooks),
+`lifecycle` (the classes' worker_lifecycle hooks), and the behaviors
+`perpetual`, `cron`, `retry`, `timeout`, ...
 """
+
+from uncalled_for import (
+    CallArgument,
+    CycleError,
+    FailedDependency,
+    get_annotation_dependencies,
+    get_dependency_parameters,
+    validate_dependencies,
+)
 
 from .admission import AdmissionBlocked
 from .base import (
@@ -25,16 +37,23 @@ from .cooldown import Cooldown
 from .cron import Cron
 from .debounce import Debounce
 from .functional import DependencyFunction, Depends
+from .logger import TaskLogger
 from .perpetual import Perpetual
 from .plans import plan_for
 from .ratelimit import RateLimit
+from .resolution import (
+    get_single_dependency_of_type,
+    get_single_dependency_parameter_of_type,
+    resolved_dependencies,
+)
 from .retry import ExponentialRetry, ForcedRetry, Retry
 from .running import DependencyError, run_task
-from .shared import Shared
+from .shared import Shared, SharedContext
 from .timeout import Timeout
 
 __all__ = [
     "AdmissionBlocked",
+    "CallArgument",
     "CompletionHandler",
     "ConcurrencyBlocked",
     "ConcurrencyLimit",
@@ -43,12 +62,14 @@ __all__ = [
     "CurrentDocket",
     "CurrentExecution",
     "CurrentWorker",
+    "CycleError",
     "Debounce",
     "Dependency",
     "DependencyError",
     "DependencyFunction",
     "Depends",
     "ExponentialRetry",
+    "FailedDependency",
     "FailureHandler",
     "ForcedRetry",
     "Perpetual",
@@ -56,14 +77,22 @@ __all__ = [
     "Retry",
     "Runtime",
     "Shared",
+    "SharedContext",
     "TaskArgument",
     "TaskKey",
+    "TaskLogger",
     "TaskOutcome",
     "Timeout",
     "current_docket",
     "current_execution",
     "current_worker",
     "format_duration",
+    "get_annotation_dependencies",
+    "get_dependency_parameters",
+    "get_single_dependency_of_type",
+    "get_single_dependency_parameter_of_type",
     "plan_for",
+    "resolved_dependencies",
     "run_task",
+    "validate_dependencies",
 ]

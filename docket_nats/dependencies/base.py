@@ -1,65 +1,71 @@
 """The base of everything a task can ask for by default value, and the run context.
 
 A task declares a dependency as a parameter default (`docket=CurrentDocket()`) or
-in `Annotated[...]`. For each run the worker enters every dependency as an async
-context manager, with `current_docket`, `current_worker` and `current_execution`
-set, and passes what `__aenter__` returns as the argument; `__aexit__` runs after
-the task, also when it failed.
+in `Annotated[...]`. `Dependency` is uncalled-for's (the library docket builds
+on), so a dependency written for docket works here unchanged. For each run the
+worker enters every dependency as an async context manager, with
+`current_docket`, `current_worker` and `current_execution` set, and passes what
+`__aenter__` returns as the argument; `__aexit__` runs after the task, also
+when it failed.
 
 Three kinds of dependency also shape the run itself (docket's names): a
 `Runtime` calls the task (Timeout), a `FailureHandler` may take a failure over
 (Retry), a `CompletionHandler` acts once the run is over (Perpetual, Cron).
+Each is `single`: one per task.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AsyncExitStack
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from uncalled_for import Dependency, Provider, current_frame
+from uncalled_for.functional import _Depends  # pyright: ignore[reportPrivateUsage]
 
 if TYPE_CHECKING:
     from ..docket import Docket
     from ..execution import Execution
     from ..worker import Worker
 
+__all__ = [
+    "CompletionHandler",
+    "Dependency",
+    "FailureHandler",
+    "Provider",
+    "Runtime",
+    "TaskOutcome",
+    "current_docket",
+    "current_execution",
+    "current_worker",
+    "describe",
+    "format_duration",
+    "run_arguments",
+    "run_stack",
+]
+
+T = TypeVar("T", covariant=True)
+
 current_docket: ContextVar[Docket] = ContextVar("current_docket")
 current_worker: ContextVar[Worker] = ContextVar("current_worker")
 current_execution: ContextVar[Execution] = ContextVar("current_execution")
 
 
-class Dependency:
-    """Something the worker resolves for a task run; subclasses override __aenter__."""
+def run_stack() -> AsyncExitStack:
+    """The exit stack of the run being resolved (uncalled-for's, per run).
 
-    # At most one dependency of a class with single=True per task (Retry, Timeout, ...).
-    single: ClassVar[bool] = False
-    # In `Annotated[T, dependency]` metadata: True means the dependency supplies the
-    # parameter's value, as it would as the default; False means it only wraps the
-    # run and sees the argument through `bind_to_parameter` (docket's semantics for
-    # custom dependencies such as per-argument limits).
-    supplies_value: ClassVar[bool] = False
+    What a dependency pushes on it is undone when the run ends, latest first.
+    """
+    return _Depends.stack.get()
 
-    def for_parameter(self, name: str) -> Dependency:
-        """The dependency to enter for the parameter `name` (a copy bound to it, or self)."""
-        return self
 
-    def bind_to_parameter(self, name: str, value: Any) -> Dependency:
-        """As wrapping `Annotated` metadata: a copy that knows the argument it wraps."""
-        return self
-
-    async def __aenter__(self) -> Any:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        return None
+def run_arguments() -> Mapping[str, Any]:
+    """The arguments the caller passed to the run being resolved, by parameter name."""
+    return current_frame().provided
 
 
 @dataclass(slots=True)
@@ -71,11 +77,10 @@ class TaskOutcome:
     exception: BaseException | None = None
 
 
-class Runtime(Dependency, abc.ABC):
+class Runtime(Dependency[T]):
     """Calls the task function itself (e.g. under a deadline). One per task."""
 
     single = True
-    supplies_value = True
 
     @abc.abstractmethod
     async def run(
@@ -87,22 +92,20 @@ class Runtime(Dependency, abc.ABC):
     ) -> Any: ...
 
 
-class FailureHandler(Dependency, abc.ABC):
+class FailureHandler(Dependency[T]):
     """May take a failed run over (e.g. schedule a retry). One per task."""
 
     single = True
-    supplies_value = True
 
     @abc.abstractmethod
     async def handle_failure(self, execution: Execution, outcome: TaskOutcome) -> bool:
         """True when handled (and logged): the run does not count as failed."""
 
 
-class CompletionHandler(Dependency, abc.ABC):
+class CompletionHandler(Dependency[T]):
     """Acts once a run is over, success or unretried failure. One per task."""
 
     single = True
-    supplies_value = True
 
     @abc.abstractmethod
     async def on_complete(self, execution: Execution, outcome: TaskOutcome) -> bool:

@@ -26,9 +26,15 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Self, overload
 
 from .admission import AdmissionBlocked
-from .base import Dependency, current_docket, current_execution, current_worker
+from .base import (
+    Dependency,
+    current_docket,
+    current_execution,
+    current_worker,
+    run_arguments,
+    run_stack,
+)
 from .limitstore import LimitStore, limit_key, limit_store
-from .scope import current_scope
 
 if TYPE_CHECKING:
     from ..execution import Execution
@@ -72,7 +78,7 @@ class ConcurrencyBlocked(AdmissionBlocked):
         )
 
 
-class ConcurrencyLimit(Dependency):
+class ConcurrencyLimit(Dependency["ConcurrencyLimit"]):
     """At most `max_concurrent` runs at once, per value of `argument_name` or per task.
 
     As a default: `ConcurrencyLimit("customer_id", max_concurrent=2)`, or
@@ -135,7 +141,7 @@ class ConcurrencyLimit(Dependency):
             value = self._bound[1]
         else:
             try:
-                value = current_scope().provided[self.argument_name]
+                value = run_arguments()[self.argument_name]
             except KeyError:
                 raise ValueError(
                     f"ConcurrencyLimit argument {self.argument_name!r} not found in the task's "
@@ -157,7 +163,7 @@ class ConcurrencyLimit(Dependency):
         held = copy.copy(self)
         held._concurrency_key = key
         held._slot = slot
-        current_scope().stack.push_async_callback(slot.release)
+        run_stack().push_async_callback(slot.release)
         return held
 
 

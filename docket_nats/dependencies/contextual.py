@@ -1,11 +1,17 @@
-"""The run's context as arguments: its docket, worker, execution, key and arguments."""
+"""The run's context as arguments: its docket, worker, execution, key and arguments.
+
+These are `Provider`s: besides as defaults they also supply the value as
+`Annotated[...]` metadata (`d: Annotated[Docket, CurrentDocket()]`).
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, cast
 
-from .base import Dependency, current_docket, current_execution, current_worker
-from .scope import current_scope
+from uncalled_for import current_frame
+from uncalled_for.frames import _CallArgument  # pyright: ignore[reportPrivateUsage]
+
+from .base import Provider, current_docket, current_execution, current_worker
 
 if TYPE_CHECKING:
     from ..docket import Docket
@@ -13,30 +19,22 @@ if TYPE_CHECKING:
     from ..worker import Worker
 
 
-class _CurrentDocket(Dependency):
-    supplies_value = True
-
+class _CurrentDocket(Provider["Docket"]):
     async def __aenter__(self) -> Docket:
         return current_docket.get()
 
 
-class _CurrentWorker(Dependency):
-    supplies_value = True
-
+class _CurrentWorker(Provider["Worker"]):
     async def __aenter__(self) -> Worker:
         return current_worker.get()
 
 
-class _CurrentExecution(Dependency):
-    supplies_value = True
-
+class _CurrentExecution(Provider["Execution"]):
     async def __aenter__(self) -> Execution:
         return current_execution.get()
 
 
-class _TaskKey(Dependency):
-    supplies_value = True
-
+class _TaskKey(Provider[str]):
     async def __aenter__(self) -> str:
         return current_execution.get().key
 
@@ -61,35 +59,26 @@ def TaskKey() -> str:
     return cast(str, _TaskKey())
 
 
-class _TaskArgument(Dependency):
-    """One argument the caller passed to the task, for a dependency function."""
+class _TaskArgument(_CallArgument):
+    """One argument the caller passed to the task, for a dependency function.
 
-    supplies_value = True
-
-    def __init__(self, parameter: str | None, optional: bool) -> None:
-        self.parameter = parameter
-        self.optional = optional
-
-    def for_parameter(self, name: str) -> Dependency:
-        # A bare TaskArgument() reads the task argument named like the parameter
-        # it is declared on.
-        if self.parameter is not None:
-            return self
-        return _TaskArgument(name, self.optional)
+    Unlike uncalled-for's `CallArgument`, only what the caller supplied counts:
+    neither another dependency's value nor a signature default.
+    """
 
     async def __aenter__(self) -> Any:
         if self.parameter is None:
             raise ValueError("TaskArgument() needs a parameter name here: TaskArgument('name')")
-        provided = current_scope().provided
-        if self.parameter in provided:
-            return provided[self.parameter]
-        if self.optional:
-            return None
-        execution = current_execution.get()
-        raise KeyError(
-            f"{execution.function_name}() was not called with an argument "
-            f"{self.parameter!r} (use TaskArgument(..., optional=True) to allow that)"
-        )
+        try:
+            return await current_frame().resolve(self.parameter, provided_only=True)
+        except LookupError:
+            if self.optional:
+                return None
+            execution = current_execution.get()
+            raise KeyError(
+                f"{execution.function_name}() was not called with an argument "
+                f"{self.parameter!r} (use TaskArgument(..., optional=True) to allow that)"
+            ) from None
 
 
 def TaskArgument(parameter: str | None = None, optional: bool = False) -> Any:
@@ -97,6 +86,7 @@ def TaskArgument(parameter: str | None = None, optional: bool = False) -> Any:
 
     `TaskArgument()` reads the argument named like the parameter it is declared
     on; `TaskArgument("name")` a named one. Only arguments the caller supplied
-    count; `optional=True` gives None for a missing one instead of failing.
+    count (`CallArgument` also sees other dependencies' values and defaults);
+    `optional=True` gives None for a missing one instead of failing.
     """
     return cast(Any, _TaskArgument(parameter, optional))

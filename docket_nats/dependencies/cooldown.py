@@ -22,7 +22,7 @@ from .limitstore import limit_store, window_key
 ATTEMPTS = 20
 
 
-class Cooldown(Dependency):
+class Cooldown(Dependency["Cooldown"]):
     """Start at most one run per `window`; the others within it are dropped.
 
     `Cooldown(timedelta(seconds=30))` as a default, or per value:

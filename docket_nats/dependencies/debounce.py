@@ -25,7 +25,7 @@ ATTEMPTS = 20
 TTL_FACTOR = 10
 
 
-class Debounce(Dependency):
+class Debounce(Dependency["Debounce"]):
     """Run once `settle` after the last of a burst of submissions; drop the rest.
 
     `Debounce(timedelta(seconds=5))` as a default debounces the task;

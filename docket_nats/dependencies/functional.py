@@ -1,9 +1,10 @@
 """`Depends(function)`: a function's result as an argument, resolved once per run.
 
-The function may be sync or async, return a value or a context manager, or be a
-(sync or async) generator: whatever it yields is the value, and the code after
-the `yield` runs when the task is over, also when it failed. Its own parameters
-may declare dependencies (`CurrentExecution()`, `TaskArgument()`, other
+The resolution is uncalled-for's, as in docket. The function may be sync or
+async, return a value or a context manager, or be a (sync or async) generator:
+whatever it yields is the value, and the code after the `yield` runs when the
+task is over, also when it failed. Its own parameters may declare dependencies
+(`CurrentExecution()`, `TaskArgument()`, `CallArgument()`, other
 `Depends(...)`), resolved first. Within one run, each function (with the same
 bindings) is called once and its value shared.
 """
@@ -11,96 +12,54 @@ bindings) is called once and its value shared.
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Hashable
+import weakref
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from contextlib import (
     AbstractAsyncContextManager,
     AbstractContextManager,
-    AsyncExitStack,
     asynccontextmanager,
     contextmanager,
 )
 from typing import Any, TypeVar, cast, overload
 
-from .base import Dependency
-from .plans import plan_for
-from .scope import RunScope, current_scope
+import uncalled_for
+from uncalled_for import DependencyFactory
 
 R = TypeVar("R")
 
-DependencyFunction = Callable[
-    ..., R | Awaitable[R] | AbstractContextManager[R] | AbstractAsyncContextManager[R]
-]
+# docket's name for what `Depends` accepts: a function returning R, an
+# awaitable of R, or a (sync or async) context manager of R.
+DependencyFunction = DependencyFactory[R]
 
-_MISSING = object()
+__all__ = ["DependencyFunction", "Depends", "as_factory"]
 
-
-class _Depends(Dependency):
-    supplies_value = True
-
-    def __init__(self, dependency: Callable[..., Any], bindings: dict[str, Any]) -> None:
-        self.dependency = dependency
-        self.bindings = bindings
-        self.cache_key: Hashable = (
-            dependency
-            if not bindings
-            else (dependency, tuple((name, _identity(bindings[name])) for name in sorted(bindings)))
-        )
-
-    async def __aenter__(self) -> Any:
-        scope = current_scope()
-        value = scope.cache.get(self.cache_key, _MISSING)
-        if value is not _MISSING:
-            return value
-        value = await self._produce(scope)
-        scope.cache[self.cache_key] = value
-        return value
-
-    async def _produce(self, scope: RunScope) -> Any:
-        plan = plan_for(self.dependency)
-        arguments: dict[str, Any] = {}
-        for name, dependency in plan.parameters.items():
-            if name not in self.bindings:
-                arguments[name] = await scope.enter(dependency.for_parameter(name))
-        for name, value in self.bindings.items():
-            if isinstance(value, Dependency):
-                arguments[name] = await scope.enter(value.for_parameter(name))
-            else:
-                arguments[name] = value
-        return await call_and_enter(self.dependency, arguments, scope.stack)
+_wrapped: weakref.WeakKeyDictionary[Callable[..., Any], Callable[..., Any]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
-async def call_and_enter(
-    function: Callable[..., Any], arguments: dict[str, Any], stack: AsyncExitStack
-) -> Any:
-    """Call a dependency function and return its value; whatever must be torn
-    down afterwards (a context manager, a generator's rest) goes on `stack`."""
-    kind = plan_for(function).kind
-    if kind == "async_generator":
-        return await stack.enter_async_context(asynccontextmanager(function)(**arguments))
-    if kind == "generator":
-        return stack.enter_context(contextmanager(function)(**arguments))
-    produced = function(**arguments)
-    if isinstance(produced, AbstractAsyncContextManager):
-        return await stack.enter_async_context(cast(AbstractAsyncContextManager[Any], produced))
-    if isinstance(produced, AbstractContextManager):
-        return stack.enter_context(cast(AbstractContextManager[Any], produced))
-    if inspect.isawaitable(produced):
-        return await produced
-    return produced
+def as_factory(function: Callable[..., Any]) -> Callable[..., Any]:
+    """A bare generator function as the context manager uncalled-for expects.
 
-
-def _identity(value: Any) -> Hashable:
-    """Bindings share a cached value only when they are the same (not merely equal)."""
-    if isinstance(value, _Depends):
-        return value.cache_key
-    if isinstance(value, Dependency):
-        return ("dependency", id(value))
+    uncalled-for (and so docket) enters what a factory returns only when it is a
+    context manager; a plain `def f(): yield x` would inject the generator
+    object. Wrapping it here makes it a setup/teardown factory. The wrapper is
+    made once per function, because uncalled-for keys its per-run cache and
+    `Shared` values by the factory: `Depends(f)` twice must stay one value.
+    """
+    if inspect.isasyncgenfunction(function):
+        make: Callable[..., Any] = asynccontextmanager
+    elif inspect.isgeneratorfunction(function):
+        make = contextmanager
+    else:
+        return function
     try:
-        hash(value)
-    except TypeError:
-        return ("id", id(value))
-    kind = cast("type[object]", type(value))  # 1, 1.0 and True are equal but distinct arguments
-    return ("value", kind, value)
+        wrapper = _wrapped.get(function)
+    except TypeError:  # not weakly referenceable: wrap each time
+        return cast(Callable[..., Any], make(function))
+    if wrapper is None:
+        wrapper = _wrapped[function] = cast(Callable[..., Any], make(function))
+    return wrapper
 
 
 @overload
@@ -121,4 +80,4 @@ def Depends(dependency: Callable[..., Any], **bindings: Any) -> Any:
     Keyword `bindings` pass arguments to the function from where it is declared;
     a dependency among them (`TaskArgument("id")`, `Depends(...)`) resolves first.
     """
-    return _Depends(dependency, bindings)
+    return uncalled_for.Depends(as_factory(dependency), **bindings)

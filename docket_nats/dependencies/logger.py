@@ -6,7 +6,7 @@ import logging
 from collections.abc import Mapping, MutableMapping
 from typing import Any, cast
 
-from .base import Dependency, current_execution, current_worker
+from .base import Provider, current_execution, current_worker
 
 
 class TaskLoggerAdapter(logging.LoggerAdapter[logging.Logger]):
@@ -26,9 +26,7 @@ class TaskLoggerAdapter(logging.LoggerAdapter[logging.Logger]):
         return msg, kwargs
 
 
-class _TaskLogger(Dependency):
-    supplies_value = True
-
+class _TaskLogger(Provider["logging.LoggerAdapter[logging.Logger]"]):
     async def __aenter__(self) -> logging.LoggerAdapter[logging.Logger]:
         from ..runlog import task_fields  # runlog imports the dependencies package
 

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("docket_nats.dependencies")
 
 
-class Perpetual(CompletionHandler):
+class Perpetual(CompletionHandler["Perpetual"]):
     """Run this task again `every` after each run (docket's Perpetual).
 
     Args:

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import Dependency, current_execution
+from .base import Provider, current_execution
 
 if TYPE_CHECKING:
     from ..progress import ExecutionProgress
 
 
-class Progress(Dependency):
+class Progress(Provider["Progress"]):
     """Report progress of the running task: `set_total`, `increment`, `set_message`."""
-
-    supplies_value = True
 
     def __init__(self) -> None:
         self._progress: ExecutionProgress | None = None

@@ -19,9 +19,8 @@ from types import TracebackType
 from typing import Any, Self
 
 from .admission import AdmissionBlocked
-from .base import Dependency, current_docket, current_execution
+from .base import Dependency, current_docket, current_execution, run_stack
 from .limitstore import LimitStore, limit_store, window_key
-from .scope import current_scope
 
 # Compare-and-set rounds before giving up for now (the run is then retried).
 ATTEMPTS = 20
@@ -29,7 +28,7 @@ ATTEMPTS = 20
 TTL_FACTOR = 2
 
 
-class RateLimit(Dependency):
+class RateLimit(Dependency["RateLimit"]):
     """At most `limit` runs within any `per`; excess rescheduled (or dropped if `drop`).
 
     `RateLimit(10, per=timedelta(minutes=1))` as a default, or per value:
@@ -68,7 +67,7 @@ class RateLimit(Dependency):
                 raise AdmissionBlocked(execution, reason, retry_delay=timedelta(seconds=wait))
             log.append((member, now))
             if await store.write(key, _encode(log), revision, window * TTL_FACTOR) is not None:
-                current_scope().stack.push_async_exit(_TakeBack(store, key, member, window))
+                run_stack().push_async_exit(_TakeBack(store, key, member, window))
                 return self
         raise AdmissionBlocked(execution, f"{reason} (contended)")
 

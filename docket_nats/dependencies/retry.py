@@ -24,7 +24,7 @@ class ForcedRetry(Exception):
     """Raised by `Retry.after` / `Retry.at`: retry this run although it did not fail."""
 
 
-class Retry(FailureHandler):
+class Retry(FailureHandler["Retry"]):
     """Retry a failed task `attempts` times in all (None: until it succeeds).
 
     The injected Retry shows `attempt` (1 for the first run).

@@ -1,16 +1,23 @@
 """One task run with its dependencies: resolve, call, tear down, outcome hooks.
 
 The worker calls `run_task` once per run, in the asyncio task that runs it, so
-the context variables it sets are that run's alone. A function without
-dependencies (and a worker without any) is called straight away: the plan
-lookup is the only extra cost. Otherwise:
+the context variables it sets (the run's docket, worker and execution,
+uncalled-for's per-run cache, exit stack and frame, the worker's shared values)
+are that run's alone. A function without dependencies (and a worker without
+any) is called straight away: the plan lookup is the only extra cost.
+Otherwise, as docket does:
 
 1. the worker's and the task's dependencies are entered (each failure is
-   collected, so a Retry still resolves when another dependency fails);
+   collected, so a Retry still resolves when another dependency fails, and
+   they are reported together: `Failed to resolve dependencies for
+   parameter(s): a, b`, each error in the group);
 2. the task is called, through a `Runtime` dependency (Timeout) if it has one;
 3. every dependency is exited, latest first, with the task's exception if any;
 4. a `FailureHandler` (Retry) may take a failure over; otherwise a
    `CompletionHandler` (Perpetual, Cron) acts on the outcome.
+
+A value the caller passes for a dependency parameter is used as given, and
+counts as that dependency (a `Retry` passed in handles the failures).
 
 Errors of the outcome hooks themselves (a reschedule that could not be
 published) propagate: the worker then hands the message back instead of acking
@@ -21,13 +28,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AsyncExitStack
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
+
+from uncalled_for.functional import _Depends  # pyright: ignore[reportPrivateUsage]
 
 from .admission import AdmissionBlocked, settle_blocked
 from .base import (
     CompletionHandler,
-    Dependency,
     FailureHandler,
     Runtime,
     TaskOutcome,
@@ -35,9 +44,8 @@ from .base import (
     current_execution,
     current_worker,
 )
-from .contextual import _TaskArgument  # pyright: ignore[reportPrivateUsage]
-from .plans import Plan, plan_for
-from .scope import RunScope, enter_scope
+from .plans import plan_for
+from .resolution import resolve
 
 if TYPE_CHECKING:
     from ..execution import Execution, TaskFunction
@@ -47,7 +55,17 @@ Invoke = Callable[["TaskFunction", tuple[Any, ...], dict[str, Any]], Awaitable[A
 
 
 class DependencyError(ExceptionGroup[Exception]):
-    """Some of a task's dependencies could not be resolved; the message names them."""
+    """Some of a task's dependencies could not be resolved.
+
+    The message is docket's (`Failed to resolve dependencies for parameter(s):
+    a, b`), the errors are the group's. Its text also names each error: a
+    stored result keeps only the text when the group cannot be pickled, and the
+    cause must survive there.
+    """
+
+    def __str__(self) -> str:
+        causes = "; ".join(f"{type(error).__name__}: {error}" for error in self.exceptions)
+        return f"{self.message} ({causes})"
 
 
 async def run_task(
@@ -74,14 +92,25 @@ async def run_task(
             return _outcome(started, exception=error), False
         return _outcome(started, result=value), False
 
-    scope = RunScope(execution, plan)
-    enter_scope(scope)
+    if worker is not None:
+        worker.shared_values.activate()
+    stack = AsyncExitStack()
+    _Depends.stack.set(stack)
+    _Depends.cache.set({})
     resolved: list[Any] = []
     result: Any = None
     exception: Exception | None = None
     try:
-        kwargs = await _resolve(scope, worker_dependencies, resolved)
-        runtime: Runtime | None = _first(resolved, Runtime)
+        resolution = await resolve(execution, plan, worker_dependencies)
+        resolved = resolution.values
+        if resolution.failures:
+            failures = resolution.failures
+            raise DependencyError(
+                "Failed to resolve dependencies for parameter(s): " + ", ".join(failures),
+                list(failures.values()),
+            )
+        kwargs = resolution.arguments
+        runtime: Runtime[Any] | None = _first(resolved, Runtime)
         if runtime is not None:
 
             async def call(*args: Any, **kwargs: Any) -> Any:
@@ -93,10 +122,10 @@ async def run_task(
     except Exception as error:
         exception = error
     except BaseException as error:  # cancelled: tear down, then let it through
-        await _tear_down(scope, error)
+        await _tear_down(stack, error)
         raise
     outcome = _outcome(started, result=result, exception=exception)
-    teardown_error = await _tear_down(scope, exception)
+    teardown_error = await _tear_down(stack, exception)
     if isinstance(exception, AdmissionBlocked):
         # A flow-control dependency refused the run: rescheduled or dropped,
         # never a failure (no Retry, no Perpetual follow-up).
@@ -113,80 +142,13 @@ def _outcome(
     return TaskOutcome(timedelta(seconds=time.perf_counter() - started), result, exception)
 
 
-async def _resolve(
-    scope: RunScope, worker_dependencies: Mapping[str, Any], resolved: list[Any]
-) -> dict[str, Any]:
-    """The task's keyword arguments with its dependencies' values filled in."""
-    execution, plan = scope.execution, scope.plan
-    problem = plan.error or _worker_conflict(plan, worker_dependencies)
-    if problem is not None:
-        raise TypeError(f"{execution.function_name}(): {problem}")
-    failures: dict[str, Exception] = {}
-    for name, dependency in worker_dependencies.items():
-        try:
-            resolved.append(await scope.enter(dependency))
-        except AdmissionBlocked:
-            raise
-        except Exception as error:
-            failures[f"worker dependency {name!r}"] = error
-    kwargs = dict(execution.kwargs)
-    for name, dependency in plan.parameters.items():
-        if plan.supplied(name, execution.args, execution.kwargs):
-            continue  # the caller's argument wins over the declared dependency
-        if isinstance(dependency, _TaskArgument) and dependency.parameter is None:
-            failures[name] = ValueError(
-                "a task's own parameter cannot default to a bare TaskArgument(); "
-                "name the argument: TaskArgument('name')"
-            )
-            continue
-        try:
-            value = await scope.enter(dependency.for_parameter(name))
-        except AdmissionBlocked:
-            raise
-        except Exception as error:
-            failures[name] = error
-            continue
-        kwargs[name] = value
-        resolved.append(value)
-    for name, wrappers in plan.wrappers.items():
-        argument = kwargs[name] if name in kwargs else scope.provided.get(name)
-        for wrapper in wrappers:
-            try:
-                await scope.enter(wrapper.bind_to_parameter(name, argument))
-            except AdmissionBlocked:
-                raise
-            except Exception as error:
-                failures[name] = error
-    if failures:
-        raise DependencyError(
-            f"{execution.function_name}() could not resolve its dependencies: "
-            + "; ".join(
-                f"{name}: {type(error).__name__}: {error}" for name, error in failures.items()
-            ),
-            list(failures.values()),
-        )
-    return kwargs
-
-
-def _worker_conflict(plan: Plan, worker_dependencies: Mapping[str, Any]) -> str | None:
-    if not worker_dependencies:
-        return None
-    for name, dependency in worker_dependencies.items():
-        if not isinstance(dependency, Dependency):
-            return (
-                f"worker dependency {name!r} must be a Dependency (Depends(...), Retry(...), "
-                f"...), not {type(dependency).__name__}"
-            )
-    return plan.conflicts_with(worker_dependencies)
-
-
-async def _tear_down(scope: RunScope, exception: BaseException | None) -> Exception | None:
+async def _tear_down(stack: AsyncExitStack, exception: BaseException | None) -> Exception | None:
     """Exit the run's dependencies, latest first; an error of their own is returned."""
     try:
         if exception is None:
-            await scope.stack.aclose()
+            await stack.aclose()
         else:
-            await scope.stack.__aexit__(type(exception), exception, exception.__traceback__)
+            await stack.__aexit__(type(exception), exception, exception.__traceback__)
     except Exception as error:
         if error is not exception:
             return error
@@ -195,10 +157,10 @@ async def _tear_down(scope: RunScope, exception: BaseException | None) -> Except
 
 async def _handle(execution: Execution, outcome: TaskOutcome, resolved: list[Any]) -> bool:
     if outcome.exception is not None:
-        failure_handler: FailureHandler | None = _first(resolved, FailureHandler)
+        failure_handler: FailureHandler[Any] | None = _first(resolved, FailureHandler)
         if failure_handler is not None and await failure_handler.handle_failure(execution, outcome):
             return True
-    completion_handler: CompletionHandler | None = _first(resolved, CompletionHandler)
+    completion_handler: CompletionHandler[Any] | None = _first(resolved, CompletionHandler)
     return completion_handler is not None and await completion_handler.on_complete(
         execution, outcome
     )
@@ -207,6 +169,18 @@ async def _handle(execution: Execution, outcome: TaskOutcome, resolved: list[Any
 def _first(values: list[Any], kind: type[Any]) -> Any:
     """The first resolved value of a kind (the kinds are abstract: no type[H] here)."""
     for value in values:
-        if isinstance(value, kind):
+        value_type: type[Any] = value.__class__
+        if _is_kind(value_type, kind):
             return value
     return None
+
+
+_kinds: dict[tuple[type, type], bool] = {}
+
+
+def _is_kind(cls: type, kind: type) -> bool:
+    # Runtime & co. are ABCs, whose isinstance is slow; a run asks per value.
+    known = _kinds.get((cls, kind))
+    if known is None:
+        known = _kinds[(cls, kind)] = issubclass(cls, kind)
+    return known

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("docket_nats.dependencies")
 
 
-class Timeout(Runtime):
+class Timeout(Runtime["Timeout"]):
     """Cancel the task if it runs longer than `base` (docket's Timeout).
 
     The injected Timeout can `extend(by)` the deadline (by `base` when no

@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 from collections.abc import Iterable, Mapping
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self, cast
@@ -21,7 +22,8 @@ from typing import Any, Self, cast
 from nats.aio.msg import Msg
 from nats.js import api
 
-from ..dependencies.shared import SharedValues
+from ..dependencies.lifecycle import worker_lifecycles
+from ..dependencies.shared import WorkerShared
 from ..docket import Docket
 from ..execution import Execution, TaskFunction
 from ..heartbeats import Heartbeat, heartbeat_bucket
@@ -104,7 +106,9 @@ class Worker:
         self.fallback_task = fallback_task
         self.dependencies = _named_dependencies(dependencies)
         # What Shared(...) dependencies made, kept until this worker stops.
-        self.shared_values = SharedValues()
+        self.shared_values = WorkerShared()
+        # The worker_lifecycle hooks of its dependency classes, entered while it runs.
+        self._lifecycles: AsyncExitStack | None = None
         self.message_batch = message_batch
         self.shutdown_grace = shutdown_grace
         if max_deliveries < 1:
@@ -131,7 +135,8 @@ class Worker:
     # -- lifecycle -------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
-        self.shared_values = SharedValues()  # a worker entered again makes them anew
+        self.shared_values = WorkerShared()  # a worker entered again makes them anew
+        await self.shared_values.open()
         await self._ensure_consumer()
         await heartbeat_bucket(self.docket.connection.js, self.docket.names, self.docket.replicas)
         self._started_at = datetime.now(UTC)
@@ -250,7 +255,22 @@ class Worker:
                 logger.debug("could not settle a void message: %s", error)
         return await self._executor.cancel_key(key, superseded_before) or bool(void)
 
+    async def _enter_lifecycles(self) -> None:
+        """Enter the dependency classes' worker_lifecycle hooks, once per run_*."""
+        if self._lifecycles is None:
+            stack = AsyncExitStack()
+            await stack.enter_async_context(worker_lifecycles(self.docket, self))
+            self._lifecycles = stack
+
     async def _stop_actors(self) -> None:
+        try:
+            await self._halt_actors()
+        finally:
+            lifecycles, self._lifecycles = self._lifecycles, None
+            if lifecycles is not None:
+                await lifecycles.aclose()
+
+    async def _halt_actors(self) -> None:
         """Stop pulling, let running tasks finish within the grace, hand back the rest."""
         executor, puller = self._executor, self._puller
         if executor is None or puller is None:
@@ -325,6 +345,7 @@ class Worker:
 
     async def run_forever(self) -> None:
         """Run tasks until `stop()` (or cancellation)."""
+        await self._enter_lifecycles()
         self._start_actors()
         try:
             await self._stopping.wait()
@@ -333,6 +354,7 @@ class Worker:
 
     async def run_until_finished(self) -> None:
         """Run until nothing is scheduled, queued or running on the docket."""
+        await self._enter_lifecycles()
         self._start_actors()
         cancelled_before = _cancelling()
         try:
