@@ -167,7 +167,7 @@ def _took(seconds: float) -> str:
     which a profile of a busy worker put at ~7% of its run lines' cost. round()
     and "%.0f" give the same integer: both round half to even on the exact value."""
     if 0.0 < seconds < 100.0:
-        return f"{round(seconds * 1000)}ms"
+        return f"{round(seconds * 1000):6d}ms"
     return format_duration(seconds)
 
 

@@ -284,7 +284,7 @@ async def test_log_outcome_for_other_handlers(
     log_outcome(execution, "struck")
     retry, struck = everything.records
     assert (
-        retry.getMessage() == "↫ [250ms] process_payment('9', credit_card=...){k2}"
+        retry.getMessage() == "↫ [   250ms] process_payment('9', credit_card=...){k2}"
         " (retry scheduled: in 1s, attempt 3 of 3)"
     )
     assert (
@@ -294,6 +294,12 @@ async def test_log_outcome_for_other_handlers(
     ) == ("retry scheduled", "w", 0.25)
     assert struck.levelno == logging.WARNING
     assert struck.getMessage() == "🗙 process_payment('9', credit_card=...){k2} (struck)"
+
+
+def test_durations_have_dockets_fixed_width() -> None:
+    assert format_duration(0.012) == "    12ms"
+    assert format_duration(99.5) == " 99500ms"
+    assert format_duration(250) == "   250s "
 
 
 def test_run_line_durations_read_as_format_duration() -> None:

@@ -195,3 +195,17 @@ async def test_a_value_passed_for_a_dependency_is_used_as_given(
             await worker.run_until_finished()
     assert all(type(value) is Retry and value.attempts == 3 for value in received)
     assert attempts == [1, 2, 3], "the given Retry, not the declared one, handled the failures"
+
+
+async def test_worker_dependencies_are_checked_when_the_worker_is_built(docket: Docket) -> None:
+    def session() -> str:
+        return "s"
+
+    with pytest.raises(TypeError, match="Worker dependency 'session' must be a Dependency"):
+        Worker(docket, dependencies={"session": session})
+    with pytest.raises(TypeError, match="Worker dependency 'index 1' must be a Dependency"):
+        Worker(docket, dependencies=[Depends(session), "not one"])
+    with pytest.raises(ValueError, match="'__secret' is reserved"):
+        Worker(docket, dependencies={"__secret": Depends(session)})
+    listed = Worker(docket, dependencies=[Depends(session), Retry(attempts=2)])
+    assert list(listed.dependencies) == ["__worker_dep_0__", "__worker_dep_1__"]

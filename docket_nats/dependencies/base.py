@@ -113,10 +113,11 @@ class CompletionHandler(Dependency[T]):
 
 
 def format_duration(seconds: float) -> str:
-    """A duration as the worker's log lines show it."""
+    """A duration as the worker's log lines show it, docket's fixed width:
+    `"    12ms"` under 100 s, `"   250s "` from there."""
     if seconds < 100:
-        return f"{seconds * 1000:.0f}ms"
-    return f"{seconds:.0f}s"
+        return f"{seconds * 1000:6.0f}ms"
+    return f"{seconds:6.0f}s "
 
 
 def describe(execution: Execution) -> str:

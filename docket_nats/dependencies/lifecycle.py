@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 
 def lifecycle_classes(
-    tasks: Iterable[TaskFunction], worker_dependencies: Mapping[str, Any]
+    tasks: Iterable[TaskFunction], worker_dependencies: Mapping[str, Dependency[Any]]
 ) -> list[type[Dependency[Any]]]:
     """The classes with a `worker_lifecycle` hook, each once, in first-use order."""
     found: dict[type[Dependency[Any]], None] = {}

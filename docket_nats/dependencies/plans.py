@@ -65,7 +65,7 @@ class Plan:
         return declared
 
     def conflicts_with(
-        self, worker_dependencies: Mapping[str, Any]
+        self, worker_dependencies: Mapping[str, Dependency[Any]]
     ) -> list[tuple[str, ValueError]]:
         """Single-dependency clashes between this task and its worker's dependencies."""
         identity = tuple(id(dependency) for dependency in worker_dependencies.values())

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from uncalled_for import FailedDependency, Frame, frame_scope
 from uncalled_for.functional import _Depends  # pyright: ignore[reportPrivateUsage]
@@ -45,21 +45,15 @@ class Resolution:
 
 
 async def resolve(
-    execution: Execution, plan: Plan, worker_dependencies: Mapping[str, Any]
+    execution: Execution, plan: Plan, worker_dependencies: Mapping[str, Dependency[Any]]
 ) -> Resolution:
     """Enter the run's dependencies (see the module docstring)."""
     resolution = Resolution()
     failures = resolution.failures
     stack = run_stack()
     for name, dependency in worker_dependencies.items():
-        if not isinstance(dependency, Dependency):
-            failures[name] = TypeError(
-                f"worker dependency {name!r} must be a Dependency (Depends(...), Retry(...), "
-                f"...), not {type(dependency).__name__}"
-            )
-            continue
         try:
-            value = await stack.enter_async_context(cast(Dependency[Any], dependency))
+            value = await stack.enter_async_context(dependency)
         except AdmissionBlocked:
             raise
         except Exception as error:

@@ -37,6 +37,7 @@ from uncalled_for.functional import _Depends  # pyright: ignore[reportPrivateUsa
 from .admission import AdmissionBlocked, settle_blocked
 from .base import (
     CompletionHandler,
+    Dependency,
     FailureHandler,
     Runtime,
     TaskOutcome,
@@ -78,7 +79,7 @@ async def run_task(
     """
     current_docket.set(execution.docket)
     current_execution.set(execution)
-    worker_dependencies: Mapping[str, Any] = {}
+    worker_dependencies: Mapping[str, Dependency[Any]] = {}
     if worker is not None:
         current_worker.set(worker)
         worker_dependencies = worker.dependencies

@@ -22,6 +22,7 @@ from typing import Any, Self, cast
 from nats.aio.msg import Msg
 from nats.js import api
 
+from ..dependencies.base import Dependency
 from ..dependencies.lifecycle import worker_lifecycles
 from ..dependencies.shared import WorkerShared
 from ..docket import Docket
@@ -447,10 +448,32 @@ async def _hand_back(message: Msg) -> None:
     await message.nak()
 
 
-def _named_dependencies(dependencies: Mapping[str, Any] | Iterable[Any] | None) -> dict[str, Any]:
-    """Worker-level dependencies by name: docket takes a mapping (named) or a list."""
-    if dependencies is None:
+def _named_dependencies(
+    dependencies: Mapping[str, Any] | Iterable[Any] | None,
+) -> dict[str, Dependency[Any]]:
+    """Worker-level dependencies by name: docket takes a mapping (named) or a list.
+
+    Checked here, as docket does, so a mistake fails `Worker(...)` rather than
+    every run: each must be a Dependency, and names starting with "__" are kept
+    for the unnamed ones of a list.
+    """
+    if not dependencies:
         return {}
     if isinstance(dependencies, Mapping):
-        return dict(cast(Mapping[str, Any], dependencies))
-    return {f"worker_dependency_{index}": value for index, value in enumerate(dependencies)}
+        named = list(cast(Mapping[str, Any], dependencies).items())
+        for name, _ in named:
+            if name.startswith("__"):
+                raise ValueError(
+                    f"Worker dependency name {name!r} is reserved: names starting with "
+                    "'__' are not allowed"
+                )
+    else:
+        named = [(f"__worker_dep_{index}__", value) for index, value in enumerate(dependencies)]
+    for index, (name, dependency) in enumerate(named):
+        if not isinstance(dependency, Dependency):
+            label = f"index {index}" if name.startswith("__") else name
+            raise TypeError(
+                f"Worker dependency {label!r} must be a Dependency instance (e.g. "
+                f"Depends(fn) or Retry(...)), got {type(dependency).__name__}"
+            )
+    return {name: cast(Dependency[Any], dependency) for name, dependency in named}
