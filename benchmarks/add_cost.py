@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from docket_nats import Docket
-from docket_nats.embedded import ServerProcess, embedded_config, free_port
+from docket_nats._embedded import ServerProcess, embedded_config, free_port
 
 
 async def noop() -> None: ...

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from docket_nats.embedded import ServerProcess, embedded_config, free_port, is_listening
+from docket_nats._embedded import ServerProcess, embedded_config, free_port, is_listening
 
 
 @dataclass
@@ -59,7 +59,7 @@ class NatsServer:
 
     @staticmethod
     def version() -> str:
-        from docket_nats.embedded import nats_server_binary
+        from docket_nats._embedded import nats_server_binary
 
         output = subprocess.run(
             [str(nats_server_binary()), "--version"], capture_output=True, text=True

@@ -36,7 +36,7 @@ from typing import Any
 from nats.aio.msg import Msg
 
 from docket_nats import ConcurrencyLimit, CurrentDocket, Docket, Worker
-from docket_nats.embedded import ServerProcess, free_port
+from docket_nats._embedded import ServerProcess, free_port
 
 READY = "READY"
 

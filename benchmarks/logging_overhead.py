@@ -6,7 +6,7 @@
 Each round drains the same number of no-op tasks (one `Logged` argument, one
 not) three ways, interleaved so that drift of the machine hits all alike:
 `off` (root at WARNING: the worker's lines are not even built), `plain` and
-`json` (root at INFO, `docket_nats.logging.configure` writing to a file, two
+`json` (root at INFO, `docket_nats._log_setup.configure` writing to a file, two
 lines per run). Reports the best tasks/s of each, its cost against `off`, and
 the least CPU time per task of this process (worker and waiting benchmark),
 which is the steadier figure on a shared machine, with the cost it implies
@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Annotated
 
 from docket_nats import Docket, Logged, Worker
-from docket_nats.embedded import ServerProcess, free_port
-from docket_nats.logging import configure
+from docket_nats._embedded import ServerProcess, free_port
+from docket_nats._log_setup import configure
 
 
 async def drain(url: str, tasks: int, concurrency: int, label: str) -> tuple[float, float]:

@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from docket_nats import CurrentExecution, Docket, Execution, Perpetual, TaskKey, Worker
-from docket_nats.embedded import ServerProcess, free_port
+from docket_nats._embedded import ServerProcess, free_port
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -99,7 +99,7 @@ async def measure(url: str, tasks: int, seconds: float, every: float, concurrenc
 def fire_early(lead: timedelta) -> None:
     """Experiment: schedules fire `lead` early; the executor holds them until due."""
     from docket_nats import docket as docket_module
-    from docket_nats.subjects import SCHEDULE
+    from docket_nats._subjects import SCHEDULE
 
     placement = docket_module.Docket._placement  # pyright: ignore[reportPrivateUsage]
 

@@ -25,8 +25,8 @@ from datetime import timedelta
 from pathlib import Path
 
 from docket_nats import Docket, Worker
-from docket_nats.embedded import ServerProcess, free_port
-from docket_nats.state import StateRecorder
+from docket_nats._embedded import ServerProcess, free_port
+from docket_nats._state_store import StateRecorder
 
 
 async def doubled(n: int) -> int:

@@ -36,7 +36,7 @@ from typing import Any
 from nats.aio.msg import Msg
 
 from docket_nats import Docket, Execution, Worker
-from docket_nats.embedded import ServerProcess, free_port
+from docket_nats._embedded import ServerProcess, free_port
 
 WORKERS = 4
 

@@ -6,6 +6,9 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from . import tasks, testing
+from ._execution_progress import ExecutionProgress
+from ._snapshot import DocketSnapshot, RunningExecution
+from ._strike_list import StrikeList
 from .agenda import Agenda
 from .annotations import Logged
 from .dependencies import (
@@ -29,8 +32,8 @@ from .dependencies import (
     TaskKey,
     Timeout,
 )
-from .dependencies.logger import TaskLogger
-from .dependencies.progress import Progress
+from .dependencies._logger import TaskLogger
+from .dependencies._progress import Progress
 from .docket import Docket
 from .execution import (
     Disposition,
@@ -39,9 +42,6 @@ from .execution import (
     ExecutionState,
     TaskCall,
 )
-from .progress import ExecutionProgress
-from .snapshot import DocketSnapshot, RunningExecution
-from .strikes import StrikeList
 from .worker import Worker
 
 try:

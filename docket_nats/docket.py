@@ -20,20 +20,18 @@ from typing import TYPE_CHECKING, Any, ParamSpec, Self, TypeVar, overload
 from nats.js.errors import APIError
 from uncalled_for import validate_dependencies
 
-from . import telemetry
-from .connection import Connection, DocketURL
-from .dead_letters import list_dead_letters
-from .execution import Disposition, Execution, TaskCall, TaskFunction
-from .heartbeats import WorkerInfo, heartbeat_bucket, live_workers
-from .keys import new_key
-from .metrics import docket_labels, task_labels
-from .metrics import registry as metrics
-from .state import ensure_bucket as ensure_execution_bucket
-from .state import queued_or_scheduled, record_cancelled
-from .state_reading import get_execution
-from .strike_rules import LiteralOperator, Operator
-from .strikes import StrikeList
-from .subjects import (
+from . import _telemetry as telemetry
+from ._connection import Connection, DocketURL
+from ._dead_letters import list_dead_letters
+from ._keys import new_key
+from ._metrics import docket_labels, task_labels
+from ._metrics import registry as metrics
+from ._state_queries import get_execution
+from ._state_store import ensure_bucket as ensure_execution_bucket
+from ._state_store import queued_or_scheduled, record_cancelled
+from ._strike_list import StrikeList
+from ._strike_rules import LiteralOperator, Operator
+from ._subjects import (
     DOCKET_WHEN,
     EXPECTED_LAST_SUBJECT_SEQUENCE,
     EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT,
@@ -42,10 +40,12 @@ from .subjects import (
     WRONG_LAST_SEQUENCE,
     Names,
 )
-from .wire import DeadLetter, TaskEnvelope, encode_envelope, task_signature
+from ._wire import DeadLetter, TaskEnvelope, encode_envelope, task_signature
+from ._worker_registry import WorkerInfo, heartbeat_bucket, live_workers
+from .execution import Disposition, Execution, TaskCall, TaskFunction
 
 if TYPE_CHECKING:
-    from .snapshot import DocketSnapshot
+    from ._snapshot import DocketSnapshot
 
 logger = logging.getLogger("docket_nats.docket")
 
@@ -276,7 +276,7 @@ class Docket:
         await self.connection.nc.publish(self.names.cancel(key), b"")
         metrics.count("docket_tasks_cancelled", docket_labels(self.name))
 
-    # -- strikes (see strikes.py) -------------------------------------------------
+    # -- strikes (see _strike_list.py) -------------------------------------------------
 
     async def strike(
         self,
@@ -320,7 +320,7 @@ class Docket:
             return function, self.tasks.get(function) if function else None
         return function.__name__, function
 
-    # -- observability (see state.py, snapshot.py) ------------------------------
+    # -- observability (see _state_store.py, _snapshot.py) ------------------------------
 
     async def get_execution(self, key: str) -> Execution | None:
         """The execution under `key` (scheduled, queued, running or recently
@@ -329,14 +329,14 @@ class Docket:
 
     async def snapshot(self, limit: int = 1000) -> DocketSnapshot:
         """Counts of future and running tasks, up to `limit` of each listed, and
-        the live workers (see snapshot.py)."""
-        from .snapshot import take_snapshot
+        the live workers (see _snapshot.py)."""
+        from ._snapshot import take_snapshot
 
         return await take_snapshot(self, limit)
 
     async def clear(self) -> int:
         """Remove every scheduled and queued task (running ones go on); returns how many."""
-        from .snapshot import clear
+        from ._snapshot import clear
 
         return await clear(self)
 
@@ -413,7 +413,7 @@ class Docket:
         """The subject and schedule headers for an execution's time.
 
         A future task fires SCHEDULE_LEAD early and carries its due time; the
-        worker holds it until then (worker/scheduler.py). The server's
+        worker holds it until then (worker/_early_hold.py). The server's
         scheduler passes are >= 250 ms apart, so firing exactly at `when` would
         make tasks due close together up to 250 ms late.
         """

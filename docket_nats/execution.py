@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any, Literal, Self, TypedDict
 
 from nats.aio.msg import Msg
 
-from .signatures import compact_signature, get_signature
+from ._signatures import compact_signature, get_signature
 
 if TYPE_CHECKING:
+    from ._state_store import ExecutionRecord
     from .docket import Docket
-    from .state import ExecutionRecord
 
 TaskFunction = Callable[..., Awaitable[Any]] | Callable[..., Any]
 
@@ -112,7 +112,7 @@ class Execution:
         # The JetStream message this run came from (worker side only): its
         # stream sequence is what a reschedule hands the key over from.
         self.message = message
-        # Lifecycle, as workers record it (see state.py); refreshed by sync().
+        # Lifecycle, as workers record it (see _state_store.py); refreshed by sync().
         self.state = ExecutionState.SCHEDULED
         self.worker: str | None = None
         self.started_at: datetime | None = None
@@ -138,7 +138,7 @@ class Execution:
         the state is read back from NATS. `redelivered` and `message_id` are
         docket's parameters: here a delivered `Msg` tells both itself.
         """
-        from .wire import decode_envelope, task_signature
+        from ._wire import decode_envelope, task_signature
 
         data = message.data if isinstance(message, Msg) else message
         envelope = decode_envelope(data)
@@ -218,7 +218,7 @@ class Execution:
 
     async def sync(self) -> None:
         """Refresh state, worker, times, error and progress from NATS."""
-        from .state_reading import sync
+        from ._state_queries import sync
 
         await sync(self)
 
@@ -236,7 +236,7 @@ class Execution:
         exception was stored, and `results.ResultUnavailable` when it completed
         with a value that could not be stored or cannot be decoded.
         """
-        from .state_reading import get_result
+        from ._state_queries import get_result
 
         if timeout is not None and deadline is not None:
             raise ValueError("Cannot specify both timeout and deadline")
@@ -248,7 +248,7 @@ class Execution:
         self, *, ready: asyncio.Event | None = None
     ) -> AsyncGenerator[StateEvent | ProgressEvent, None]:
         """The current state and progress, then every change (see state_reading.subscribe)."""
-        from .state_reading import subscribe
+        from ._state_queries import subscribe
 
         return subscribe(self, ready)
 
@@ -269,9 +269,9 @@ class Execution:
         )
 
 
-# docket's `docket.execution` offers these too. At the end: progress.py needs the
-# classes above (through state.py) before it can be imported.
-from .progress import ExecutionProgress  # noqa: E402
+# docket's `docket.execution` offers these too. At the end: _execution_progress.py needs the
+# classes above (through _state_store.py) before it can be imported.
+from ._execution_progress import ExecutionProgress  # noqa: E402
 
 __all__ = [
     "Disposition",

@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from ._embedded import ServerProcess, free_port
 from .docket import Docket
-from .embedded import ServerProcess, free_port
 
 try:  # strict-mode pytest-asyncio needs its own decorator for async fixtures
     from pytest_asyncio import fixture as async_fixture

@@ -2,7 +2,7 @@
 
 `Strike` and `Restore` are docket's instruction objects: one rule to add or to
 take back, as `StrikeList.send_instruction` accepts them. Here they only carry
-the rule; the strike list stores it in its KV bucket (see strikes.py).
+the rule; the strike list stores it in its KV bucket (see _strike_list.py).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import ClassVar, Literal
 
-from .strike_rules import LiteralOperator, Operator, as_operator
-from .strikes import StrikeList
+from ._strike_list import StrikeList
+from ._strike_rules import LiteralOperator, Operator, as_operator
 
 
 class StrikeInstruction:

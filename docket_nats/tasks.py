@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 from .annotations import Logged
 from .dependencies import CurrentDocket, CurrentExecution, CurrentWorker, Retry
-from .dependencies.logger import TaskLogger
+from .dependencies._logger import TaskLogger
 from .execution import Execution, TaskFunction
 
 if TYPE_CHECKING:  # docket.py registers these tasks: no import cycle at runtime

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import nats
 
-from docket_nats.embedded import EMBEDDED_HOST, ServerProcess, free_port
+from docket_nats._embedded import EMBEDDED_HOST, ServerProcess, free_port
 
 NODE_CONFIG = """\
 server_name: {name}

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from docket_nats import Docket, Worker
-from docket_nats.embedded import ServerProcess, free_port
+from docket_nats._embedded import ServerProcess, free_port
 
 
 @pytest.fixture(scope="session")

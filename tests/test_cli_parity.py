@@ -22,7 +22,7 @@ import pytest
 import docket_nats
 from docket_nats import Docket, Worker, tasks
 from docket_nats.cli import main
-from docket_nats.cli.common import duration
+from docket_nats.cli._common import duration
 
 pytestmark = pytest.mark.timeout(120)
 

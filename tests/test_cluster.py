@@ -27,7 +27,7 @@ import pytest
 from nats.js.errors import APIError
 
 from docket_nats import CurrentWorker, Docket, Worker
-from docket_nats.embedded import nats_server_binary
+from docket_nats._embedded import nats_server_binary
 from tests.cluster import Cluster, stream_leader, wait_for_jetstream
 
 TASKS = 5_000

@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 
 from docket_nats import CurrentExecution, Docket, Execution, Worker
 from docket_nats.dependencies import Cron
-from docket_nats.dependencies.cron import VIXIE_KEYWORDS
-from docket_nats.worker.automatic import automatic_perpetual
+from docket_nats.dependencies._cron import VIXIE_KEYWORDS
+from docket_nats.worker._automatic import automatic_perpetual
 
 
 def test_next_time_follows_the_expression() -> None:

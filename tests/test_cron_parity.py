@@ -11,7 +11,7 @@ from unittest.mock import patch
 from zoneinfo import ZoneInfo
 
 from docket_nats import Cron, Docket, ExecutionState, Worker
-from docket_nats.worker.automatic import AutomaticTasks
+from docket_nats.worker._automatic import AutomaticTasks
 
 WITHIN = 10.0
 

@@ -17,7 +17,7 @@ import worker_process
 from worker_process import Probe, WorkerProcess, spawn
 
 from docket_nats import Docket, Worker
-from docket_nats.embedded import ServerProcess
+from docket_nats._embedded import ServerProcess
 
 pytestmark = pytest.mark.timeout(90)
 

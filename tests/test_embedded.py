@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from docket_nats import Docket, Worker, embedded
-from docket_nats.embedded import ServerProcess, free_port, is_listening, nats_server_binary
+from docket_nats import Docket, Worker
+from docket_nats import _embedded as embedded
+from docket_nats._embedded import ServerProcess, free_port, is_listening, nats_server_binary
 
 
 @pytest.fixture(autouse=True)

@@ -235,7 +235,7 @@ async def test_progress_is_removed_when_the_run_completes(docket: Docket, worker
     kept: list[Execution] = []
 
     async def reporting(progress: Progress = Progress()) -> None:
-        from docket_nats.dependencies.base import current_execution
+        from docket_nats.dependencies._base import current_execution
 
         kept.append(current_execution.get())
         await progress.set_total(5)

@@ -17,11 +17,11 @@ import msgspec
 import pytest
 
 from docket_nats import CurrentDocket, Docket, TaskKey, Worker
+from docket_nats._wire import TaskEnvelope, encode_envelope
 from docket_nats.cli import build_parser
-from docket_nats.cli.dead_letters import list_dead_letters
-from docket_nats.wire import TaskEnvelope, encode_envelope
-from docket_nats.worker.executor import Executor
-from docket_nats.worker.puller import Puller
+from docket_nats.cli._dead_letters import list_dead_letters
+from docket_nats.worker._executor import Executor
+from docket_nats.worker._puller import Puller
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -36,7 +36,7 @@ from docket_nats import (
     RateLimit,
     Worker,
 )
-from docket_nats.dependencies.concurrency import ConcurrencyBlocked
+from docket_nats.dependencies._concurrency import ConcurrencyBlocked
 
 sys.path.insert(0, str(Path(__file__).parent))
 from worker_process import WorkerProcess, wait_until

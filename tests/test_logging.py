@@ -20,16 +20,16 @@ import pytest
 import structlog
 
 from docket_nats import Docket, Execution, Logged, Retry, TaskLogger, Worker
+from docket_nats._log_setup import configure as configure_logging
+from docket_nats._log_setup import formatter
+from docket_nats._run_log import _took, log_outcome
 from docket_nats.annotations import call_format
-from docket_nats.dependencies.base import (
+from docket_nats.dependencies._base import (
     current_docket,
     current_execution,
     current_worker,
     format_duration,
 )
-from docket_nats.logging import configure as configure_logging
-from docket_nats.logging import formatter
-from docket_nats.runlog import _took, log_outcome
 
 SECRET = "4111-1111-SECRET-CARD"
 CONTEXT = ("docket.name", "docket.task", "docket.key", "docket.attempt", "docket.worker")
@@ -532,7 +532,7 @@ def test_direct_rendering_matches_the_processor_chain() -> None:
 
 def test_importing_configures_nothing() -> None:
     code = (
-        "import logging, structlog, docket_nats, docket_nats.logging, docket_nats.cli;"
+        "import logging, structlog, docket_nats, docket_nats._log_setup, docket_nats.cli;"
         "assert logging.getLogger().handlers == [], logging.getLogger().handlers;"
         "assert not structlog.is_configured();"
         "assert logging.getLogger().level == logging.WARNING"
@@ -543,7 +543,7 @@ def test_importing_configures_nothing() -> None:
 def test_configure_routes_structlog_and_stdlib_to_one_handler() -> None:
     code = (
         "import io, json, logging, structlog\n"
-        "from docket_nats.logging import configure, get_logger\n"
+        "from docket_nats._log_setup import configure, get_logger\n"
         "stream = io.StringIO()\n"
         "configure('json', 'DEBUG', stream=stream)\n"
         "configure('json', 'DEBUG', stream=stream)\n"  # replaces, does not duplicate

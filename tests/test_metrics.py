@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from docket_nats import Cooldown, Docket, Retry, Worker, tasks
-from docket_nats.embedded import free_port
-from docket_nats.metrics_exporter import serve_metrics
+from docket_nats._embedded import free_port
+from docket_nats._metrics_exporter import serve_metrics
 
 pytestmark = pytest.mark.timeout(60)
 

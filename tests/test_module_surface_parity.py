@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Annotated, get_type_hints
 
 from docket_nats import Docket, ExecutionState, Retry, TaskKey, Worker
+from docket_nats._execution_progress import ExecutionProgress as ProgressModuleClass
 from docket_nats.execution import (
     ExecutionProgress,
     ProgressEvent,
@@ -15,7 +16,6 @@ from docket_nats.execution import (
     compact_signature,
     get_signature,
 )
-from docket_nats.progress import ExecutionProgress as ProgressModuleClass
 from docket_nats.strikelist import Operator, Restore, Strike, StrikeList
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from docket_nats import CurrentExecution, Docket, Execution, Perpetual, TaskKey, Worker
-from docket_nats.worker import automatic
+from docket_nats.worker import _automatic as automatic
 
 
 async def wait_for(condition: Callable[[], bool], within: float = 10.0) -> None:

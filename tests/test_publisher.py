@@ -16,8 +16,8 @@ from nats.errors import BadHeaderError
 from nats.js.errors import APIError
 
 from docket_nats import Disposition, Docket
-from docket_nats.keys import new_key
-from docket_nats.publisher import MSG_ID, Publisher, decode_headers, encode_headers
+from docket_nats._keys import new_key
+from docket_nats._publisher import MSG_ID, Publisher, decode_headers, encode_headers
 
 UUID_SHAPE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 

@@ -19,7 +19,7 @@ import nats
 import pytest
 
 from docket_nats import Docket, Worker
-from docket_nats.embedded import ServerProcess, free_port
+from docket_nats._embedded import ServerProcess, free_port
 
 CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "secure" / "nats.conf"
 # The permissions in the config are written for the docket named "docket".

@@ -13,7 +13,7 @@ import worker_process
 from worker_process import Probe, spawn
 
 from docket_nats import Debounce, Docket, Execution, ExecutionCancelled, ExecutionState, Worker
-from docket_nats.results import ResultUnavailable, TaskFailed
+from docket_nats._results import ResultUnavailable, TaskFailed
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -17,9 +17,9 @@ import pytest
 
 import tests.worker_process as worker_process
 from docket_nats import CurrentDocket, Disposition, Docket, Worker
-from docket_nats.embedded import ServerProcess
-from docket_nats.strike_rules import Operator
-from docket_nats.strikes import StrikeList
+from docket_nats._embedded import ServerProcess
+from docket_nats._strike_list import StrikeList
+from docket_nats._strike_rules import Operator
 from tests.worker_process import Probe, spawn
 
 
@@ -354,7 +354,7 @@ async def test_rules_survive_a_server_restart_and_the_watch_follows(
 
 
 def test_cli_values_are_typed_as_docket_types_them() -> None:
-    from docket_nats.cli.strikes import conditions_of, typed_value
+    from docket_nats.cli._strikes import conditions_of, typed_value
 
     assert typed_value("12345") == "12345"
     assert typed_value("int:5") == 5

@@ -1,7 +1,7 @@
 """OpenTelemetry: the add span, the trace context in the message headers, and
 the worker's run span linked to it (docket's span names and attributes).
 
-The SDK provider is patched into docket_nats.telemetry for one test at a time
+The SDK provider is patched into docket_nats._telemetry for one test at a time
 (not set globally) so that no other test records spans.
 """
 
@@ -16,7 +16,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode, Tracer
 
-from docket_nats import Docket, Worker, telemetry
+from docket_nats import Docket, Worker
+from docket_nats import _telemetry as telemetry
 
 pytestmark = pytest.mark.timeout(30)
 

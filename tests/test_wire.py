@@ -19,8 +19,8 @@ import msgspec
 import pytest
 
 from docket_nats import Disposition, Docket, Worker
-from docket_nats.subjects import Names, decode_key, encode_key
-from docket_nats.wire import (
+from docket_nats._subjects import Names, decode_key, encode_key
+from docket_nats._wire import (
     ENVELOPE_VERSION,
     TaskEnvelope,
     UndecodableMessage,

@@ -15,17 +15,37 @@ from collections.abc import Sequence
 from nats.errors import NoServersError
 
 from . import (
-    clear,
-    common,
-    dead_letters,
-    server,
-    snapshot,
-    strikes,
-    tasks,
-    version,
-    watch,
-    worker,
-    workers,
+    _clear as clear,
+)
+from . import (
+    _common as common,
+)
+from . import (
+    _dead_letters as dead_letters,
+)
+from . import (
+    _server as server,
+)
+from . import (
+    _snapshot as snapshot,
+)
+from . import (
+    _strikes as strikes,
+)
+from . import (
+    _tasks as tasks,
+)
+from . import (
+    _version as version,
+)
+from . import (
+    _watch as watch,
+)
+from . import (
+    _worker as worker,
+)
+from . import (
+    _workers as workers,
 )
 
 

@@ -19,8 +19,8 @@ from uncalled_for import (
     validate_dependencies,
 )
 
-from .admission import AdmissionBlocked
-from .base import (
+from ._admission import AdmissionBlocked
+from ._base import (
     CompletionHandler,
     Dependency,
     FailureHandler,
@@ -31,25 +31,25 @@ from .base import (
     current_worker,
     format_duration,
 )
-from .concurrency import ConcurrencyBlocked, ConcurrencyLimit
-from .contextual import CurrentDocket, CurrentExecution, CurrentWorker, TaskArgument, TaskKey
-from .cooldown import Cooldown
-from .cron import Cron
-from .debounce import Debounce
-from .functional import DependencyFunction, Depends
-from .logger import TaskLogger
-from .perpetual import Perpetual
-from .plans import plan_for
-from .ratelimit import RateLimit
-from .resolution import (
+from ._concurrency import ConcurrencyBlocked, ConcurrencyLimit
+from ._contextual import CurrentDocket, CurrentExecution, CurrentWorker, TaskArgument, TaskKey
+from ._cooldown import Cooldown
+from ._cron import Cron
+from ._debounce import Debounce
+from ._functional import DependencyFunction, Depends
+from ._logger import TaskLogger
+from ._perpetual import Perpetual
+from ._plans import plan_for
+from ._ratelimit import RateLimit
+from ._resolution import (
     get_single_dependency_of_type,
     get_single_dependency_parameter_of_type,
     resolved_dependencies,
 )
-from .retry import ExponentialRetry, ForcedRetry, Retry
-from .running import DependencyError, run_task
-from .shared import Shared, SharedContext
-from .timeout import Timeout
+from ._retry import ExponentialRetry, ForcedRetry, Retry
+from ._running import DependencyError, run_task
+from ._shared import Shared, SharedContext
+from ._timeout import Timeout
 
 __all__ = [
     "AdmissionBlocked",

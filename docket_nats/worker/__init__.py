@@ -1,5 +1,5 @@
 """The worker: supervised actors that pull, run and acknowledge tasks."""
 
-from .worker import Worker
+from ._worker import Worker
 
 __all__ = ["Worker"]

@@ -1,0 +1,241 @@
+"""The NATS connection of a Docket and the JetStream assets it needs.
+
+Resolves the docket URL (none → the embedded server, memory://NAME → an ephemeral
+one, nats://... or a list → a real deployment), connects with unlimited
+reconnection, and creates or updates the streams idempotently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+from nats.js import JetStreamContext, api
+from nats.js.errors import BadRequestError, NotFoundError
+
+from ._embedded import acquire_local_server, needs_local_server, release_local_server
+from ._publisher import PUBLISH_RETRY_FOR, Publisher
+from ._subjects import Names, stream_purge_api
+
+logger = logging.getLogger("docket_nats.connection")
+
+# Dead letters stay for a week: long enough for someone to look, bounded on disk.
+DEAD_LETTER_MAX_AGE = 7 * 24 * 3600.0
+
+
+# Options of ours that are not nats.connect's.
+_OWN_OPTIONS = frozenset(
+    {"request_timeout", "publish_retry_for", "reconnected_cb", "disconnected_cb", "error_cb"}
+)
+
+DocketURL = str | Sequence[str] | None
+
+
+def work_stream_config(names: Names, replicas: int) -> api.StreamConfig:
+    return api.StreamConfig(
+        name=names.stream,
+        subjects=[f"{names.prefix}.sched.>", f"{names.prefix}.run.>"],
+        retention=api.RetentionPolicy.WORK_QUEUE,
+        storage=api.StorageType.FILE,
+        num_replicas=replicas,
+        allow_msg_schedules=True,
+        allow_msg_ttl=True,
+        allow_rollup_hdrs=True,
+        deny_delete=False,
+        deny_purge=False,
+    )
+
+
+def dead_stream_config(names: Names, replicas: int) -> api.StreamConfig:
+    return api.StreamConfig(
+        name=names.dead_stream,
+        subjects=[names.dead_filter],
+        retention=api.RetentionPolicy.LIMITS,
+        storage=api.StorageType.FILE,
+        num_replicas=replicas,
+        max_age=DEAD_LETTER_MAX_AGE,
+    )
+
+
+async def ensure_stream(js: JetStreamContext, config: api.StreamConfig) -> None:
+    assert config.name is not None
+    try:
+        await js.stream_info(config.name)
+    except NotFoundError:
+        try:
+            await js.add_stream(config)  # pyright: ignore[reportUnknownMemberType]  (nats-py's **params are untyped)
+        except BadRequestError:
+            # Another process created it between our look and our create.
+            await js.stream_info(config.name)
+
+
+@dataclass
+class Connection:
+    """One NATS connection (shared by a Docket and the Workers built on it)."""
+
+    url: DocketURL
+    options: Mapping[str, Any] = field(default_factory=dict[str, Any])
+    client: Client | None = None
+    resolved: list[str] = field(default_factory=list[str])
+    _reconnect_listeners: list[Callable[[], None]] = field(default_factory=list[Callable[[], None]])
+    _local: bool = False
+    # One JetStream context: publish_async keeps its pending futures on it.
+    _js: JetStreamContext | None = None
+    _publisher: Publisher | None = None
+
+    @property
+    def nc(self) -> Client:
+        if self.client is None:
+            raise RuntimeError("the Docket is not connected: use `async with Docket(...)`")
+        return self.client
+
+    @property
+    def js(self) -> JetStreamContext:
+        if self._js is None:
+            raise RuntimeError("the Docket is not connected: use `async with Docket(...)`")
+        return self._js
+
+    @property
+    def request_timeout(self) -> float:
+        return float(self.options.get("request_timeout", 10.0))
+
+    @property
+    def publish_retry_for(self) -> float:
+        return float(self.options.get("publish_retry_for", PUBLISH_RETRY_FOR))
+
+    def publish(
+        self, subject: str, data: bytes, headers: Mapping[str, str] | None = None
+    ) -> Awaitable[api.PubAck]:
+        """A JetStream publish awaiting its ack; concurrent ones are pipelined.
+
+        Not a coroutine of its own: the publisher's is returned (one frame less
+        per add)."""
+        if self._publisher is None:
+            raise RuntimeError("the Docket is not connected: use `async with Docket(...)`")
+        return self._publisher.publish(subject, data, headers)
+
+    async def purge(self, stream: str, subject_filter: str) -> int:
+        """Remove the messages of `stream` on `subject_filter`; returns how many.
+
+        (nats-py's purge_stream answers only success; the count is in the reply.)
+        """
+        response = await self.nc.request(
+            stream_purge_api(stream),
+            json.dumps({"filter": subject_filter}).encode(),
+            timeout=self.request_timeout,
+        )
+        reply: dict[str, Any] = json.loads(response.data)
+        if "error" in reply:
+            raise RuntimeError(f"could not purge {subject_filter}: {reply['error']}")
+        return int(reply.get("purged", 0))
+
+    def on_reconnect(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call `listener` after every reconnection; returns a function that unsubscribes."""
+        self._reconnect_listeners.append(listener)
+        return lambda: self._reconnect_listeners.remove(listener)
+
+    async def open(self, client_name: str) -> None:
+        if isinstance(self.url, str) or self.url is None:
+            single = self.url
+            if needs_local_server(single):
+                self._local = True
+                self.resolved = [await acquire_local_server(single)]
+            else:
+                assert single is not None
+                self.resolved = [part.strip() for part in single.split(",") if part.strip()]
+        else:
+            self.resolved = list(self.url)
+
+        # Callbacks given in connect_options run after ours (not instead of them).
+        theirs: dict[str, Any] = {
+            name: self.options[name]
+            for name in ("reconnected_cb", "disconnected_cb", "error_cb")
+            if self.options.get(name) is not None
+        }
+
+        async def reconnected() -> None:
+            logger.info("reconnected to NATS at %s", self.nc.connected_url)
+            for listener in list(self._reconnect_listeners):
+                listener()
+            if "reconnected_cb" in theirs:
+                await theirs["reconnected_cb"]()
+
+        async def disconnected() -> None:
+            if self.client is not None:  # not our own close()
+                logger.warning("disconnected from NATS; reconnecting")
+            if "disconnected_cb" in theirs:
+                await theirs["disconnected_cb"]()
+
+        async def error(exception: Exception) -> None:
+            logger.warning("NATS connection error: %s", exception)
+            if "error_cb" in theirs:
+                await theirs["error_cb"](exception)
+
+        options: dict[str, Any] = {
+            "name": client_name,
+            "max_reconnect_attempts": -1,
+            "reconnect_time_wait": 0.5,
+            "allow_reconnect": True,
+            "connect_timeout": 5,
+            # Tasks must not be lost while reconnecting: buffer publishes.
+            "pending_size": 64 * 1024 * 1024,
+        }
+        options.update({k: v for k, v in self.options.items() if k not in _OWN_OPTIONS})
+        try:
+            self.client = await nats.connect(  # pyright: ignore[reportUnknownMemberType]
+                servers=self.resolved,
+                reconnected_cb=reconnected,
+                disconnected_cb=disconnected,
+                error_cb=error,
+                **options,
+            )
+        except BaseException:
+            await self._release_local()
+            raise
+        self._js = self.client.jetstream(  # pyright: ignore[reportUnknownMemberType]
+            timeout=self.request_timeout
+        )
+        self._publisher = await Publisher.start(
+            self.client, self.request_timeout, self.publish_retry_for
+        )
+
+    async def ensure_streams(self, names: Names, replicas: int) -> None:
+        js = self.js
+        await asyncio.gather(
+            ensure_stream(js, work_stream_config(names, replicas)),
+            ensure_stream(js, dead_stream_config(names, replicas)),
+        )
+
+    async def close(self) -> None:
+        client, self.client = self.client, None
+        self._js = None
+        self._publisher = None
+        if client is not None and not client.is_closed:
+            try:
+                # Drain delivers what is buffered (acks, publishes) before closing.
+                await client.drain()
+            except Exception as error:  # the server may be gone: close regardless
+                logger.debug("could not drain the NATS connection: %s", error)
+                try:
+                    await client.close()
+                except (Exception, asyncio.CancelledError) as error:
+                    # Closing while reconnecting, nats-py 2.16 may flush its buffer
+                    # into the dead socket and raise, or leak the CancelledError of
+                    # its own reconnection task; only a cancellation of ours counts.
+                    task = asyncio.current_task()
+                    if isinstance(error, asyncio.CancelledError) and task and task.cancelling():
+                        raise
+                    logger.warning("closed the NATS connection while disconnected: %r", error)
+        await self._release_local()
+
+    async def _release_local(self) -> None:
+        if self._local:
+            self._local = False
+            assert self.url is None or isinstance(self.url, str)
+            await release_local_server(self.url)

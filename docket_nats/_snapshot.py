@@ -1,0 +1,213 @@
+"""`Docket.snapshot()` and `Docket.clear()`: what the docket holds, at scale.
+
+Counts come from the server's bookkeeping, never from reading every task: the
+work stream's message count (scheduled + runnable), and the workers' consumer's
+`num_pending` (runnable, not yet delivered) and `num_ack_pending` (delivered,
+not yet acked). Only a bounded number of tasks (`limit`) of each kind is listed,
+one stream read each. A runnable message at or below the consumer's delivered
+sequence is held by a worker; it counts as running when that worker's state
+record says so (otherwise it is prefetched or waiting for redelivery: queued).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from nats.js.errors import NotFoundError
+
+from ._state_queries import apply, read_record
+from ._subjects import Names
+from ._wire import ArgumentError, UndecodableMessage, decode_envelope, task_signature
+from ._worker_registry import WorkerInfo
+from .execution import Execution, ExecutionState
+
+if TYPE_CHECKING:
+    from .docket import Docket
+
+
+class RunningExecution(Execution):
+    """A task a worker is running now (docket's name), with who and since when."""
+
+    worker: str  # pyright: ignore[reportIncompatibleVariableOverride]
+    started: datetime
+
+
+@dataclass
+class DocketSnapshot:
+    """docket's snapshot, plus exact counts (lists are bounded by `limit`)."""
+
+    taken: datetime
+    total_tasks: int
+    future: Sequence[Execution]
+    running: Sequence[RunningExecution]
+    workers: Collection[WorkerInfo]
+    scheduled_count: int = 0
+    queued_count: int = 0
+    running_count: int = 0
+    # Held by workers (delivered, not acked): running or about to run.
+    held_count: int = 0
+    truncated: bool = False
+    notes: list[str] = field(default_factory=list[str])
+
+
+async def take_snapshot(docket: Docket, limit: int = 1000) -> DocketSnapshot:
+    names = docket.names
+    js = docket.connection.js
+    taken = datetime.now(UTC)
+    info, consumer, workers = await asyncio.gather(
+        js.stream_info(names.stream), _consumer(docket), docket.workers()
+    )
+    total = info.state.messages
+    if consumer is not None:
+        delivered = consumer.delivered.stream_seq if consumer.delivered else 0
+        undelivered = consumer.num_pending or 0
+        held = consumer.num_ack_pending or 0
+    else:  # no worker ever ran: nothing is delivered
+        delivered, undelivered, held = 0, await _count(docket, names.run_filter), 0
+    runnable = undelivered + held
+    scheduled, queued_messages = await asyncio.gather(
+        _walk(docket, names.sched_filter, info.state.first_seq, limit),
+        _walk(docket, names.run_filter, info.state.first_seq, limit),
+    )
+    future: list[Execution] = [_execution(docket, message) for message in scheduled]
+    candidates = [message for message in queued_messages if message[1] <= delivered]
+    records = await asyncio.gather(*(read_record(docket, _key(m[0])) for m in candidates))
+    running: list[RunningExecution] = []
+    confirmed: set[int] = set()
+    for message, record in zip(candidates, records, strict=True):
+        if (
+            record is not None
+            and record.state == ExecutionState.RUNNING.value
+            and record.sequence == message[1]
+        ):
+            execution = _execution(docket, message)
+            apply(execution, record, None)
+            running_execution = _as_running(execution)
+            running.append(running_execution)
+            confirmed.add(message[1])
+    for message in queued_messages:
+        if message[1] not in confirmed:
+            future.append(_execution(docket, message))
+    return DocketSnapshot(
+        taken=taken,
+        total_tasks=total,
+        future=future,
+        running=running,
+        workers=workers,
+        scheduled_count=max(0, total - runnable),
+        queued_count=max(0, runnable - len(running)),
+        running_count=len(running),
+        held_count=held,
+        truncated=len(scheduled) >= limit or len(queued_messages) >= limit,
+    )
+
+
+async def clear(docket: Docket) -> int:
+    """Purge every scheduled and runnable task; returns how many were removed.
+
+    Running tasks go on (their acks become no-ops); a copy a worker already
+    prefetched may still run. Callers waiting on a cleared key's result are
+    not told (use `cancel(key)` for that).
+    """
+    names = docket.names
+    total = 0
+    for subject_filter in (names.sched_filter, names.run_filter):
+        total += await docket.connection.purge(names.stream, subject_filter)
+    return total
+
+
+Message = tuple[str, int, bytes]
+
+
+async def _walk(docket: Docket, subject_filter: str, start: int, limit: int) -> list[Message]:
+    """Up to `limit` messages on `subject_filter`, oldest first (one read each)."""
+    js = docket.connection.js
+    found: list[Message] = []
+    sequence = max(1, start)
+    while len(found) < limit:
+        try:
+            message = await js.get_msg(
+                docket.names.stream, seq=sequence, next=True, subject=subject_filter
+            )
+        except NotFoundError:
+            break
+        assert message.seq is not None and message.subject is not None
+        found.append((message.subject, message.seq, message.data or b""))
+        sequence = message.seq + 1
+    return found
+
+
+async def _consumer(docket: Docket) -> Any:
+    try:
+        return await docket.connection.js.consumer_info(docket.names.stream, docket.names.consumer)
+    except NotFoundError:
+        return None
+
+
+async def _count(docket: Docket, subject_filter: str) -> int:
+    info = await docket.connection.js.stream_info(
+        docket.names.stream, subjects_filter=subject_filter
+    )
+    return sum((info.state.subjects or {}).values())
+
+
+def _key(subject: str) -> str:
+    return Names.key_of(subject)
+
+
+def _execution(docket: Docket, message: Message) -> Execution:
+    subject, _, data = message
+    key = _key(subject)
+    scheduled = subject.startswith(f"{docket.names.prefix}.sched.")
+    try:
+        envelope = decode_envelope(data)
+    except UndecodableMessage:
+        execution = Execution(docket, _placeholder, (), {}, key, datetime.now(UTC), 1, "?")
+    else:
+        function = docket.tasks.get(envelope.function)
+        args: tuple[Any, ...] = ()
+        kwargs: dict[str, Any] = {}
+        if function is not None:
+            try:
+                args, kwargs = task_signature(function).decode(envelope, docket.allow_pickle)
+            except ArgumentError:
+                pass
+        execution = Execution(
+            docket,
+            function or _placeholder,
+            args,
+            kwargs,
+            key,
+            envelope.when,
+            envelope.attempt,
+            envelope.function,
+        )
+    execution.state = ExecutionState.SCHEDULED if scheduled else ExecutionState.QUEUED
+    return execution
+
+
+def _as_running(execution: Execution) -> RunningExecution:
+    running = RunningExecution(
+        execution.docket,
+        execution.function,
+        execution.args,
+        execution.kwargs,
+        execution.key,
+        execution.when,
+        execution.attempt,
+        execution.function_name,
+    )
+    running.state = execution.state
+    running.worker = execution.worker or ""
+    running.started = execution.started_at or execution.when
+    running.started_at = execution.started_at
+    running.result_record = execution.result_record
+    return running
+
+
+def _placeholder(*args: Any, **kwargs: Any) -> None:
+    """Stands for a task this process has not registered (listed, never run here)."""

@@ -1,0 +1,86 @@
+"""Who is alive: worker heartbeats in a KV bucket whose entries expire.
+
+Each worker writes its entry every `heartbeat_interval` with a per-message TTL of
+`heartbeat_interval * missed_heartbeats`; a worker that dies simply stops
+writing, and the server removes its entry when the TTL runs out. Listing the
+workers is reading the bucket: no sweeping, no clocks to agree on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime
+
+import msgspec
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError, NoKeysError, NotFoundError
+from nats.js.kv import KeyValue
+
+from ._subjects import TTL, Names, encode_key, kv_subject, ttl_value
+
+
+class Heartbeat(msgspec.Struct, kw_only=True):
+    """What a worker says about itself on every beat."""
+
+    name: str
+    last_seen: datetime
+    started: datetime
+    concurrency: int
+    running: int
+    tasks: list[str]
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """A live worker, as docket's `Docket.workers()` reports it."""
+
+    name: str
+    last_seen: datetime
+    tasks: set[str]
+    concurrency: int = 0
+    running: int = 0
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Heartbeat)
+
+
+async def heartbeat_bucket(js: JetStreamContext, names: Names, replicas: int) -> KeyValue:
+    """The docket's workers bucket (created on first use; creation is idempotent)."""
+    bucket = names.bucket("workers")
+    try:
+        return await js.key_value(bucket)
+    except NotFoundError:
+        return await js.create_key_value(  # pyright: ignore[reportUnknownMemberType]
+            bucket=bucket, history=1, replicas=replicas
+        )
+
+
+async def beat(js: JetStreamContext, names: Names, heartbeat: Heartbeat, ttl: float) -> None:
+    """Write one heartbeat that the server deletes after `ttl` seconds."""
+    # nats-py's KV put takes no TTL: publish to the bucket's subject with Nats-TTL.
+    subject = kv_subject(names.bucket("workers"), encode_key(heartbeat.name))
+    headers = {TTL: ttl_value(ttl)}
+    await js.publish(subject, _encoder.encode(heartbeat), headers=headers)
+
+
+async def live_workers(bucket: KeyValue) -> list[WorkerInfo]:
+    try:
+        keys = await bucket.keys()  # pyright: ignore[reportUnknownMemberType]
+    except NoKeysError:
+        return []
+
+    async def read(key: str) -> Heartbeat | None:
+        try:
+            entry = await bucket.get(key)
+        except KeyNotFoundError:  # expired between listing and reading
+            return None
+        return _decoder.decode(entry.value) if entry.value else None
+
+    beats = await asyncio.gather(*(read(key) for key in keys))
+    return [
+        WorkerInfo(b.name, b.last_seen, set(b.tasks), b.concurrency, b.running)
+        for b in beats
+        if b is not None
+    ]

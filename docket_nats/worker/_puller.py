@@ -1,0 +1,142 @@
+"""The puller: keeps pull requests open for exactly the worker's free slots.
+
+Rather than fetch-and-wait loops, the puller keeps a standing JetStream pull
+request sized to the free slots, so a task published while the worker is idle is
+pushed to it at once (no polling interval), and a busy worker asks for more as
+soon as enough slots free up. Server status messages say how many requested
+messages will not come (request expired, consumer changed); idle heartbeats
+prove the request is alive; after a reconnection or a silence the count is reset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from .._subjects import PENDING_MESSAGES, STATUS, consumer_next_api
+from ._actors import Actor
+from ._slots import Slots
+
+logger = logging.getLogger("docket_nats.worker")
+
+PULL_EXPIRES = 30.0
+IDLE_HEARTBEAT = 5.0
+
+
+class Puller(Actor):
+    name = "puller"
+
+    def __init__(
+        self,
+        nc: Client,
+        stream: str,
+        consumer: str,
+        slots: Slots,
+        deliver: Callable[[Msg], None],
+        refuse: Callable[[Msg], Awaitable[None]],
+    ) -> None:
+        self.nc = nc
+        self.subject = consumer_next_api(stream, consumer)
+        self.slots = slots
+        self.deliver = deliver
+        self.refuse = refuse
+        # Ask again once this many slots are free and unrequested: one request per
+        # quarter of the concurrency keeps request traffic low without starving.
+        self.threshold = max(1, slots.capacity // 4)
+        self.requested = 0
+        self.pulling = True
+        self.last_heard = time.monotonic()
+        self._inbox = nc.new_inbox()
+
+    def stop_pulling(self) -> None:
+        """Graceful stop: ask for nothing more; hand back whatever still arrives."""
+        self.pulling = False
+        self.slots.changed.set()
+
+    def connection_reset(self) -> None:
+        """Pull requests do not survive a reconnection: ask afresh."""
+        self.requested = 0
+        self.slots.changed.set()
+
+    async def run(self) -> None:
+        subscription: Subscription = await self.nc.subscribe(  # pyright: ignore[reportUnknownMemberType]
+            self._inbox, cb=self._on_message
+        )
+        self.requested = 0
+        try:
+            while True:
+                await self._pull_if_needed()
+                # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a
+                # cancellation that races with the event being set.
+                try:
+                    async with asyncio.timeout(IDLE_HEARTBEAT):
+                        await self.slots.changed.wait()
+                except TimeoutError:
+                    pass
+                self.slots.changed.clear()
+                # Every round, not only when idle: a busy worker whose request
+                # died with the server must notice it too.
+                self._check_silence()
+        finally:
+            await _quietly_unsubscribe(subscription)
+
+    async def _pull_if_needed(self) -> None:
+        if not self.pulling or self.nc.is_reconnecting or self.nc.is_closed:
+            return
+        wanted = self.slots.free - self.requested
+        if wanted <= 0 or (wanted < self.threshold and self.requested > 0):
+            return
+        request = {
+            "batch": wanted,
+            "expires": int(PULL_EXPIRES * 1e9),
+            "idle_heartbeat": int(IDLE_HEARTBEAT * 1e9),
+        }
+        if self.requested == 0:
+            self.last_heard = time.monotonic()
+        self.requested += wanted
+        await self.nc.publish(self.subject, json.dumps(request).encode(), reply=self._inbox)
+
+    def _check_silence(self) -> None:
+        # Two missed heartbeats: the request died with a connection or a server.
+        if self.requested and time.monotonic() - self.last_heard > 2 * IDLE_HEARTBEAT:
+            logger.debug("pull request went silent; asking again")
+            self.requested = 0
+
+    async def _on_message(self, msg: Msg) -> None:
+        self.last_heard = time.monotonic()
+        headers = msg.headers
+        status = headers.get(STATUS) if headers else None
+        if status is None:
+            self.requested = max(0, self.requested - 1)
+            if self.pulling:
+                self.slots.take()
+                self.deliver(msg)
+            else:
+                await self.refuse(msg)
+            return
+        if status == "100":  # idle heartbeat (or flow control): the request is alive
+            return
+        assert headers is not None
+        pending = headers.get(PENDING_MESSAGES)
+        if pending is not None:
+            # The server says how many of our requested messages will not come.
+            self.requested = max(0, self.requested - int(pending))
+        elif status in ("404", "408", "409"):
+            self.requested = 0
+        if status == "409":
+            logger.debug("pull request ended by the server: %s", headers.get("Description"))
+        self.slots.changed.set()
+
+
+async def _quietly_unsubscribe(subscription: Subscription) -> None:
+    try:
+        await subscription.unsubscribe()
+    except Exception as error:  # the connection may already be closed
+        logger.debug("unsubscribe failed: %s", error)
