@@ -12,6 +12,8 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from uncalled_for import Dependency
+
 _cache: dict[Callable[..., Any], inspect.Signature] = {}
 
 
@@ -27,8 +29,6 @@ def get_signature(function: Callable[..., Any]) -> inspect.Signature:
 
 def compact_signature(signature: inspect.Signature) -> str:
     """`a: int, b: str = 'x', ...`: what a caller supplies (docket's format)."""
-    from .dependencies._base import Dependency
-
     shown: list[str] = []
     supplied_by_dependencies = False
     for parameter in signature.parameters.values():

@@ -33,6 +33,8 @@ from ._strike_rules import (
     Check,
     Operator,
     Rule,
+    StrikeInstruction,
+    StrikeTarget,
     arguments_of,
     build_rule,
     compare,
@@ -45,15 +47,13 @@ if TYPE_CHECKING:
 
     from ._connection import Connection
     from ._subjects import Names
-    from .execution import Execution
-    from .strikelist import StrikeInstruction
 
 logger = logging.getLogger("docket_nats.strikes")
 
 # A rule with the conditions still to check once its index look-up found it.
 Checked = tuple[Rule, tuple[Check, ...]]
 
-Condition = Callable[["Execution"], bool]
+Condition = Callable[[StrikeTarget], bool]
 # How long to wait before watching again after the watch failed.
 RETRY_BACKOFF_FIRST = 0.1
 RETRY_BACKOFF_MAX = 5.0
@@ -233,7 +233,7 @@ class StrikeList:
     def remove_condition(self, condition: Condition) -> None:
         self._conditions.remove(condition)
 
-    def is_struck(self, execution: Execution) -> bool:
+    def is_struck(self, execution: StrikeTarget) -> bool:
         if self._conditions and any(condition(execution) for condition in self._conditions):
             return True
         if not self._scopes:
@@ -253,7 +253,7 @@ class StrikeList:
                     return True
         return False
 
-    def is_stricken(self, target: Execution | Mapping[str, Any]) -> bool:
+    def is_stricken(self, target: StrikeTarget | Mapping[str, Any]) -> bool:
         """docket's name: an Execution, or a mapping of parameters checked against
         the rules for every task."""
         if not isinstance(target, Mapping):

@@ -19,16 +19,16 @@ import hashlib
 import inspect
 import operator as operators
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any, Literal, cast
+from typing import Any, ClassVar, Literal, Protocol, cast
 
 import msgspec
+from uncalled_for import get_dependency_parameters
 
 from ._subjects import encode_key
-from .dependencies._plans import plan_for
 
 
 class Operator(enum.StrEnum):
@@ -282,7 +282,7 @@ class Arguments:
         self.open = False  # **kwargs: any keyword may be an argument
         try:
             parameters = inspect.signature(function).parameters.values()
-            supplied = plan_for(function).parameters
+            supplied = get_dependency_parameters(function)
         except (TypeError, ValueError):
             self.open = True
             return
@@ -349,3 +349,63 @@ def arguments_of(function: Callable[..., Any]) -> Arguments:
         _arguments.clear()
     found = _arguments[function] = Arguments(function)
     return found
+
+
+class StrikeInstruction:
+    """One rule, `function(parameter operator value)`, and which way it goes."""
+
+    direction: ClassVar[Literal["strike", "restore"]]
+
+    def __init__(
+        self,
+        function: str | None,
+        parameter: str | None,
+        operator: Operator | LiteralOperator,
+        value: Hashable,
+    ) -> None:
+        self.function = function
+        self.parameter = parameter
+        self.operator = as_operator(operator)
+        self.value = value
+
+    def labels(self) -> dict[str, str]:
+        """The rule as telemetry attributes (docket's names)."""
+        labels: dict[str, str] = {}
+        if self.function:
+            labels["docket.task"] = self.function
+        if self.parameter:
+            labels["docket.parameter"] = self.parameter
+            labels["docket.operator"] = self.operator.value
+            labels["docket.value"] = repr(self.value)
+        return labels
+
+    def call_repr(self) -> str:
+        """`task(parameter == 'value')`, with `*` for what the rule leaves open."""
+        value = repr(self.value) if self.parameter else "*"
+        return f"{self.function or '*'}({self.parameter or '*'} {self.operator.value} {value})"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.call_repr()})"
+
+
+class Strike(StrikeInstruction):
+    direction: ClassVar[Literal["strike", "restore"]] = "strike"
+
+
+class Restore(StrikeInstruction):
+    direction: ClassVar[Literal["strike", "restore"]] = "restore"
+
+
+class StrikeTarget(Protocol):
+    """What a strike is checked against: one call of a task (an Execution)."""
+
+    @property
+    def function(self) -> Callable[..., Any]: ...
+    @property
+    def function_name(self) -> str: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def args(self) -> tuple[Any, ...]: ...
+    @property
+    def kwargs(self) -> dict[str, Any]: ...

@@ -3,84 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-import enum
 import inspect
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal, Self, TypedDict
+from typing import TYPE_CHECKING, Any, Self
 
 from nats.aio.msg import Msg
 
 from ._signatures import compact_signature, get_signature
+from ._types import (
+    Disposition,
+    ExecutionCancelled,
+    ExecutionState,
+    ProgressEvent,
+    StateEvent,
+    TaskCall,
+    TaskFunction,
+)
 
 if TYPE_CHECKING:
     from ._state_store import ExecutionRecord
     from .docket import Docket
-
-TaskFunction = Callable[..., Awaitable[Any]] | Callable[..., Any]
-
-
-class ExecutionState(enum.Enum):
-    """Lifecycle states of a task run (docket's names and values)."""
-
-    SCHEDULED = "scheduled"
-    QUEUED = "queued"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-class Disposition(enum.Enum):
-    """What happened when `add()` / `replace()` tried to schedule a task."""
-
-    LOADED = "loaded"
-    SCHEDULED = "scheduled"
-    ALREADY_SCHEDULED = "already_scheduled"
-    STRUCK = "struck"
-    SUPERSEDED = "superseded"
-    FAILED = "failed"
-
-
-class StateEvent(TypedDict):
-    """What `Execution.subscribe()` yields for a state: every key, always."""
-
-    type: Literal["state"]
-    key: str
-    state: ExecutionState
-    when: str
-    worker: str | None
-    started_at: str | None
-    completed_at: str | None
-    error: str | None
-
-
-class ProgressEvent(TypedDict):
-    """What `Execution.subscribe()` yields for progress (docket's keys)."""
-
-    type: Literal["progress"]
-    key: str
-    current: int | None
-    total: int
-    message: str | None
-    updated_at: str | None
-
-
-class ExecutionCancelled(Exception):
-    """A running task was cancelled through `Docket.cancel()`."""
-
-
-@dataclass(frozen=True)
-class TaskCall:
-    """A fully resolved request to schedule one task (see `Docket.call`)."""
-
-    function: TaskFunction
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-    key: str
-    when: datetime
-    function_name: str | None = None
 
 
 class Execution:

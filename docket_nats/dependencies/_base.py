@@ -20,12 +20,12 @@ import abc
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from contextvars import ContextVar
-from dataclasses import dataclass
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from uncalled_for import Dependency, Provider, current_frame
 from uncalled_for.functional import _Depends  # pyright: ignore[reportPrivateUsage]
+
+from .._types import TaskOutcome
 
 if TYPE_CHECKING:
     from ..docket import Docket
@@ -66,15 +66,6 @@ def run_stack() -> AsyncExitStack:
 def run_arguments() -> Mapping[str, Any]:
     """The arguments the caller passed to the run being resolved, by parameter name."""
     return current_frame().provided
-
-
-@dataclass(slots=True)
-class TaskOutcome:
-    """How a run ended, for the outcome handlers."""
-
-    duration: timedelta
-    result: Any = None
-    exception: BaseException | None = None
 
 
 class Runtime(Dependency[T]):

@@ -22,6 +22,7 @@ from typing import Any, Self, cast
 from nats.aio.msg import Msg
 from nats.js import api
 
+from .._strike_rules import StrikeTarget
 from .._subjects import encode_key, kv_stream, kv_subject
 from .._worker_registry import Heartbeat, heartbeat_bucket
 from ..dependencies._base import Dependency
@@ -379,7 +380,7 @@ class Worker:
         """`run_until_finished`, running each of these keys at most so many times."""
         self._execution_counts = {key: 0 for key in iterations_by_key}
 
-        def reached(execution: Execution) -> bool:
+        def reached(execution: StrikeTarget) -> bool:
             limit = iterations_by_key.get(execution.key)
             return limit is not None and self._execution_counts[execution.key] >= limit
 
