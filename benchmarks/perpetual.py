@@ -98,19 +98,22 @@ async def measure(url: str, tasks: int, seconds: float, every: float, concurrenc
 
 def fire_early(lead: timedelta) -> None:
     """Experiment: schedules fire `lead` early; the executor holds them until due."""
+    from docket_nats import _work_stream
     from docket_nats import docket as docket_module
-    from docket_nats._subjects import SCHEDULE
+    from docket_nats._subjects import SCHEDULE, Names
 
-    placement = docket_module.Docket._placement  # pyright: ignore[reportPrivateUsage]
+    placement = _work_stream.placement
 
-    def early(self: Docket, execution: Execution) -> tuple[str, dict[str, str]]:
-        subject, headers = placement(self, execution)
+    def early(names: Names, key: str, when: datetime) -> tuple[str, dict[str, str]]:
+        subject, headers = placement(names, key, when)
         if SCHEDULE in headers:
-            fire = max(datetime.now(UTC), execution.when - lead)
-            headers[SCHEDULE] = f"@at {docket_module.schedule_time(fire)}"
+            fire = max(datetime.now(UTC), when - lead)
+            headers[SCHEDULE] = f"@at {_work_stream.schedule_time(fire)}"
         return subject, headers
 
-    docket_module.Docket._placement = early  # type: ignore[method-assign]
+    # Both the producer and reschedules place tasks through it.
+    _work_stream.placement = early
+    docket_module.placement = early  # type: ignore[attr-defined]
 
 
 def main() -> None:

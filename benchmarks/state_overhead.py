@@ -26,7 +26,7 @@ from pathlib import Path
 
 from docket_nats import Docket, Worker
 from docket_nats._embedded import ServerProcess, free_port
-from docket_nats._state_store import StateRecorder
+from docket_nats.worker._recorder import StateRecorder
 
 
 async def doubled(n: int) -> int:

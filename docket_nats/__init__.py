@@ -5,6 +5,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
+from . import docket as _docket_module
 from . import tasks, testing
 from ._execution_progress import ExecutionProgress
 from ._snapshot import DocketSnapshot, RunningExecution
@@ -43,6 +44,10 @@ from .execution import (
     TaskCall,
 )
 from .worker import Worker
+
+# Every Docket registers the built-in tasks; they sit above docket.py (they ask
+# for the current docket and worker), so the package hands them over.
+_docket_module.STANDARD_TASKS.extend(tasks.standard_tasks)
 
 try:
     __version__ = version("docket-nats")

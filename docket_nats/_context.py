@@ -18,7 +18,8 @@ from ._subjects import Names
 from ._types import TaskFunction
 
 
-@dataclass(frozen=True, slots=True)
+# Compared and hashed by identity (it keys per-docket caches, weakly).
+@dataclass(frozen=True, slots=True, eq=False, weakref_slot=True)
 class DocketContext:
     name: str
     names: Names

@@ -9,10 +9,10 @@ from nats.js.errors import NotFoundError
 from ._wire import DeadLetter, decode_dead_letter
 
 if TYPE_CHECKING:
-    from .docket import Docket
+    from ._context import DocketContext
 
 
-async def list_dead_letters(docket: Docket, limit: int | None = None) -> list[DeadLetter]:
+async def list_dead_letters(docket: DocketContext, limit: int | None = None) -> list[DeadLetter]:
     """Oldest first, one stored message at a time (up to `limit`)."""
     js = docket.connection.js
     names = docket.names

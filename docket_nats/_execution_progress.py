@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Self
 import msgspec
 from nats.js.errors import NotFoundError
 
-from ._state_store import bucket_stream, progress_subject, report_running
-from .execution import ExecutionState
+from ._running_writes import report_running
+from ._state_records import bucket_stream, progress_subject, read_record
+from ._types import ExecutionState, ProgressEvent
 
 if TYPE_CHECKING:
     from nats.aio.msg import Msg
 
-    from .docket import Docket
-    from .execution import Execution, ProgressEvent
+    from ._context import DocketContext
 
 
 class ProgressRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -46,7 +46,7 @@ def decode_progress(data: bytes) -> ProgressRecord | None:
         return None
 
 
-async def read_progress(docket: Docket, key: str) -> ProgressRecord | None:
+async def read_progress(docket: DocketContext, key: str) -> ProgressRecord | None:
     try:
         message = await docket.connection.js.get_last_msg(
             bucket_stream(docket.names), progress_subject(docket.names, key)
@@ -64,18 +64,19 @@ class ExecutionProgress:
     (`current` None, `total` 100).
     """
 
-    def __init__(self, docket: Docket, key: str, execution: Execution | None = None) -> None:
+    def __init__(self, docket: DocketContext, key: str, run: int | None = None) -> None:
         self.docket = docket
         self.key = key
-        # The run reporting this progress (worker side), if any.
-        self.execution = execution
+        # The identity of the run reporting this progress (worker side), if any:
+        # its first report writes its RUNNING record (see _running_writes.py).
+        self.run = run
         self.current: int | None = None
         self.total: int = 1
         self.message: str | None = None
         self.updated_at: datetime | None = None
 
     @classmethod
-    async def create(cls, docket: Docket, key: str) -> Self:
+    async def create(cls, docket: DocketContext, key: str) -> Self:
         """One read from NATS already applied."""
         progress = cls(docket, key)
         await progress.sync()
@@ -102,8 +103,6 @@ class ExecutionProgress:
         await self._publish()
 
     async def sync(self) -> None:
-        from ._state_queries import read_record
-
         record, progress = await asyncio.gather(
             read_record(self.docket, self.key), read_progress(self.docket, self.key)
         )
@@ -163,8 +162,8 @@ class ExecutionProgress:
         }
 
     async def _publish(self) -> None:
-        if self.execution is not None:
-            await report_running(self.execution)
+        if self.run is not None:
+            await report_running(self.run)
         self.updated_at = datetime.now(UTC)
         record = ProgressRecord(
             current=self.current, total=self.total, message=self.message, updated_at=self.updated_at

@@ -40,7 +40,7 @@ import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
 from ._run_log import task_fields
-from .dependencies._base import current_execution, current_worker
+from .dependencies._base import current_execution, current_worker_context
 
 Format = Literal["rich", "plain", "json"]
 FORMATS: tuple[str, ...] = get_args(Format)
@@ -87,7 +87,7 @@ def _add_run_context(_: WrappedLogger, __: str, event_dict: EventDict) -> EventD
     execution = current_execution.get(None)
     if execution is None:
         return event_dict
-    worker = current_worker.get(None)
+    worker = current_worker_context.get(None)
     for key, value in task_fields(execution, worker.name if worker else None).items():
         event_dict.setdefault(key, value)
     return event_dict

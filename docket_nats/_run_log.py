@@ -31,7 +31,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from .annotations import call_repr
-from .dependencies._base import current_worker, format_duration
+from .dependencies._base import current_worker_context, format_duration
 
 if TYPE_CHECKING:
     from .dependencies._base import TaskOutcome
@@ -62,7 +62,7 @@ def task_fields(execution: Execution, worker_name: str | None = None) -> dict[st
         "docket.attempt": execution.attempt,
     }
     if worker_name is None:
-        worker = current_worker.get(None)
+        worker = current_worker_context.get(None)
         worker_name = worker.name if worker is not None else None
     if worker_name is not None:
         fields["docket.worker"] = worker_name

@@ -19,14 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 from nats.js.errors import NotFoundError
 
-from ._state_queries import apply, read_record
+from ._state_queries import apply
+from ._state_records import read_record
 from ._subjects import Names
-from ._wire import ArgumentError, UndecodableMessage, decode_envelope, task_signature
-from ._worker_registry import WorkerInfo
-from .execution import Execution, ExecutionState
+from ._wire import UndecodableMessage, decode_envelope
+from ._worker_registry import WorkerInfo, heartbeat_bucket, live_workers
+from .execution import Execution, ExecutionState, from_envelope, unknown_task
 
 if TYPE_CHECKING:
-    from .docket import Docket
+    from ._context import DocketContext
 
 
 class RunningExecution(Execution):
@@ -54,12 +55,12 @@ class DocketSnapshot:
     notes: list[str] = field(default_factory=list[str])
 
 
-async def take_snapshot(docket: Docket, limit: int = 1000) -> DocketSnapshot:
+async def take_snapshot(docket: DocketContext, limit: int = 1000) -> DocketSnapshot:
     names = docket.names
     js = docket.connection.js
     taken = datetime.now(UTC)
     info, consumer, workers = await asyncio.gather(
-        js.stream_info(names.stream), _consumer(docket), docket.workers()
+        js.stream_info(names.stream), _consumer(docket), _workers(docket)
     )
     total = info.state.messages
     if consumer is not None:
@@ -106,7 +107,7 @@ async def take_snapshot(docket: Docket, limit: int = 1000) -> DocketSnapshot:
     )
 
 
-async def clear(docket: Docket) -> int:
+async def clear(docket: DocketContext) -> int:
     """Purge every scheduled and runnable task; returns how many were removed.
 
     Running tasks go on (their acks become no-ops); a copy a worker already
@@ -123,7 +124,9 @@ async def clear(docket: Docket) -> int:
 Message = tuple[str, int, bytes]
 
 
-async def _walk(docket: Docket, subject_filter: str, start: int, limit: int) -> list[Message]:
+async def _walk(
+    docket: DocketContext, subject_filter: str, start: int, limit: int
+) -> list[Message]:
     """Up to `limit` messages on `subject_filter`, oldest first (one read each)."""
     js = docket.connection.js
     found: list[Message] = []
@@ -141,14 +144,19 @@ async def _walk(docket: Docket, subject_filter: str, start: int, limit: int) -> 
     return found
 
 
-async def _consumer(docket: Docket) -> Any:
+async def _workers(docket: DocketContext) -> list[WorkerInfo]:
+    js = docket.connection.js
+    return await live_workers(await heartbeat_bucket(js, docket.names, docket.replicas))
+
+
+async def _consumer(docket: DocketContext) -> Any:
     try:
         return await docket.connection.js.consumer_info(docket.names.stream, docket.names.consumer)
     except NotFoundError:
         return None
 
 
-async def _count(docket: Docket, subject_filter: str) -> int:
+async def _count(docket: DocketContext, subject_filter: str) -> int:
     info = await docket.connection.js.stream_info(
         docket.names.stream, subjects_filter=subject_filter
     )
@@ -159,33 +167,14 @@ def _key(subject: str) -> str:
     return Names.key_of(subject)
 
 
-def _execution(docket: Docket, message: Message) -> Execution:
+def _execution(docket: DocketContext, message: Message) -> Execution:
     subject, _, data = message
     key = _key(subject)
     scheduled = subject.startswith(f"{docket.names.prefix}.sched.")
     try:
-        envelope = decode_envelope(data)
+        execution = from_envelope(docket, decode_envelope(data), lenient=True)
     except UndecodableMessage:
-        execution = Execution(docket, _placeholder, (), {}, key, datetime.now(UTC), 1, "?")
-    else:
-        function = docket.tasks.get(envelope.function)
-        args: tuple[Any, ...] = ()
-        kwargs: dict[str, Any] = {}
-        if function is not None:
-            try:
-                args, kwargs = task_signature(function).decode(envelope, docket.allow_pickle)
-            except ArgumentError:
-                pass
-        execution = Execution(
-            docket,
-            function or _placeholder,
-            args,
-            kwargs,
-            key,
-            envelope.when,
-            envelope.attempt,
-            envelope.function,
-        )
+        execution = Execution(docket, unknown_task("?"), (), {}, key, datetime.now(UTC), 1)
     execution.state = ExecutionState.SCHEDULED if scheduled else ExecutionState.QUEUED
     return execution
 
@@ -207,7 +196,3 @@ def _as_running(execution: Execution) -> RunningExecution:
     running.started_at = execution.started_at
     running.result_record = execution.result_record
     return running
-
-
-def _placeholder(*args: Any, **kwargs: Any) -> None:
-    """Stands for a task this process has not registered (listed, never run here)."""

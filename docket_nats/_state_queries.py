@@ -1,6 +1,9 @@
-"""Reading execution state back: `get_execution`, `Execution.sync`,
-`get_result` and `subscribe`, from the work stream and the state bucket that
-`_state_store.py` describes (the record of the newest run wins, see there).
+"""Reading an execution's state back: `Execution.sync`, `get_result` and
+`subscribe`, from the work stream and the state bucket that `_state_records.py`
+describes (the record of the newest run wins, see there).
+
+These work on anything shaped like an Execution (`TrackedExecution`), so they
+sit below the Execution class, which calls them.
 """
 
 from __future__ import annotations
@@ -9,68 +12,54 @@ import asyncio
 import logging
 from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import msgspec
 from nats.aio.msg import Msg
-from nats.js.errors import NotFoundError
 
+from ._context import DocketContext
+from ._execution_progress import ExecutionProgress, decode_progress, read_progress
 from ._results import ResultUnavailable, decode_exception, decode_result
-from ._state_store import (
+from ._state_records import (
     TERMINAL,
     ExecutionRecord,
     bucket_name,
-    bucket_stream,
     decode_record,
-    is_removal,
     queued_or_scheduled,
-    state_subject,
+    read_record,
+    read_work,
 )
 from ._subjects import KV_PREFIX, encode_key, kv_subject
+from ._types import ExecutionCancelled, ExecutionState, ProgressEvent, StateEvent, TaskFunction
 from ._wire import UndecodableMessage, decode_envelope
-from .execution import ExecutionCancelled, ExecutionState, ProgressEvent, StateEvent
-
-if TYPE_CHECKING:
-    from .docket import Docket
-    from .execution import Execution
 
 logger = logging.getLogger("docket_nats.state")
 
 
-async def read_record(docket: Docket, key: str) -> ExecutionRecord | None:
-    try:
-        message = await docket.connection.js.get_last_msg(
-            bucket_stream(docket.names), state_subject(docket.names, key)
-        )
-    except NotFoundError:
-        return None
-    headers: dict[str, str] | None = message.headers  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
-    if not message.data or is_removal(headers):
-        return None
-    try:
-        return decode_record(message.data)
-    except msgspec.DecodeError as error:
-        # Not ours to repair: it reads as no record, said once per read.
-        logger.warning("the state record of %r cannot be read (%s): ignored", key, error)
-        return None
+class TrackedExecution(Protocol):
+    """What reading state back needs of an execution (an Execution is one)."""
+
+    state: ExecutionState
+    when: datetime
+    attempt: int
+    worker: str | None
+    started_at: datetime | None
+    completed_at: datetime | None
+    error: str | None
+    result_record: ExecutionRecord | None
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def docket(self) -> DocketContext: ...
+    @property
+    def function(self) -> TaskFunction: ...
+    @property
+    def progress(self) -> ExecutionProgress: ...
 
 
-async def read_work(docket: Docket, key: str) -> tuple[str, int, bytes] | None:
-    """The key's message in the work stream: (subject, sequence, data), if any."""
-    try:
-        message = await docket.connection.js.get_last_msg(
-            docket.names.stream, docket.names.any_state(key)
-        )
-    except NotFoundError:
-        return None
-    assert message.seq is not None and message.subject is not None
-    return message.subject, message.seq, message.data or b""
-
-
-async def sync(execution: Execution) -> bool:
+async def sync(execution: TrackedExecution) -> bool:
     """Refresh an execution's state (and progress) from NATS; False if nothing is known."""
-    from ._execution_progress import read_progress
-
     docket = execution.docket
     record, work, progress = await asyncio.gather(
         read_record(docket, execution.key),
@@ -83,7 +72,7 @@ async def sync(execution: Execution) -> bool:
 
 
 def apply(
-    execution: Execution, record: ExecutionRecord | None, work: tuple[str, int, bytes] | None
+    execution: TrackedExecution, record: ExecutionRecord | None, work: tuple[str, int, bytes] | None
 ) -> bool:
     if work is not None and (record is None or work[1] > record.sequence):
         subject, _, data = work
@@ -112,47 +101,7 @@ def apply(
     return True
 
 
-async def get_execution(docket: Docket, key: str) -> Execution | None:
-    """The execution under `key`, from the work stream or the workers' record."""
-    from .execution import Execution
-
-    record, work = await asyncio.gather(read_record(docket, key), read_work(docket, key))
-    if record is None and work is None:
-        return None
-    function_name = record.function if record is not None else ""
-    args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = {}
-    when = datetime.now(UTC)
-    if work is not None:
-        try:
-            envelope = decode_envelope(work[2])
-        except UndecodableMessage:
-            envelope = None
-        if envelope is not None:
-            function_name, when = envelope.function, envelope.when
-            function = docket.tasks.get(envelope.function)
-            if function is not None:
-                from ._wire import ArgumentError, task_signature
-
-                try:
-                    args, kwargs = task_signature(function).decode(envelope, docket.allow_pickle)
-                except ArgumentError:
-                    pass
-    function = docket.tasks.get(function_name) or _unknown(function_name)
-    execution = Execution(docket, function, args, kwargs, key, when, 1, function_name)
-    apply(execution, record, work)
-    return execution
-
-
-def _unknown(function_name: str) -> Any:
-    def unknown(*args: Any, **kwargs: Any) -> None:
-        raise LookupError(f"the task {function_name!r} is not registered in this process")
-
-    unknown.__name__ = function_name or "unknown"
-    return unknown
-
-
-async def get_result(execution: Execution, deadline: datetime | None) -> Any:
+async def get_result(execution: TrackedExecution, deadline: datetime | None) -> Any:
     """Wait (until `deadline`) for the execution to end, then its outcome (docket's
     rules and messages; see `Execution.get_result`)."""
     if execution.state not in TERMINAL:
@@ -179,7 +128,7 @@ async def get_result(execution: Execution, deadline: datetime | None) -> Any:
         ) from error
 
 
-async def _wait_for_end(execution: Execution, deadline: datetime | None) -> None:
+async def _wait_for_end(execution: TrackedExecution, deadline: datetime | None) -> None:
     timeout = None
     if deadline is not None:
         timeout = (deadline - datetime.now(UTC)).total_seconds()
@@ -194,7 +143,7 @@ async def _wait_for_end(execution: Execution, deadline: datetime | None) -> None
         raise TimeoutError(f"Timeout waiting for execution {execution.key} to complete") from None
 
 
-def _stored_exception(execution: Execution, record: ExecutionRecord) -> BaseException:
+def _stored_exception(execution: TrackedExecution, record: ExecutionRecord) -> BaseException:
     assert record.exception is not None
     try:
         return decode_exception(record.exception, execution.docket.allow_pickle)
@@ -208,7 +157,7 @@ def _stored_exception(execution: Execution, record: ExecutionRecord) -> BaseExce
 # -- events -------------------------------------------------------------------
 
 
-def state_event(execution: Execution) -> StateEvent:
+def state_event(execution: TrackedExecution) -> StateEvent:
     return {
         "type": "state",
         "key": execution.key,
@@ -221,12 +170,12 @@ def state_event(execution: Execution) -> StateEvent:
     }
 
 
-def progress_event(execution: Execution) -> ProgressEvent:
+def progress_event(execution: TrackedExecution) -> ProgressEvent:
     return execution.progress.event()
 
 
 async def subscribe(
-    execution: Execution, ready: asyncio.Event | None = None
+    execution: TrackedExecution, ready: asyncio.Event | None = None
 ) -> AsyncGenerator[StateEvent | ProgressEvent, None]:
     """The current state and progress, then every change as it happens.
 
@@ -237,8 +186,6 @@ async def subscribe(
     updates are being received and the current state was read: a change after it
     arrives live, exactly once.
     """
-    from ._execution_progress import decode_progress
-
     docket = execution.docket
     names = docket.names
     nc = docket.connection.nc

@@ -34,13 +34,13 @@ from ._strike_rules import (
     Operator,
     Rule,
     StrikeInstruction,
-    StrikeTarget,
     arguments_of,
     build_rule,
     compare,
     decode_rule,
 )
 from ._subjects import kv_subject
+from ._types import TaskInvocation
 
 if TYPE_CHECKING:
     from nats.js import JetStreamContext
@@ -53,7 +53,7 @@ logger = logging.getLogger("docket_nats.strikes")
 # A rule with the conditions still to check once its index look-up found it.
 Checked = tuple[Rule, tuple[Check, ...]]
 
-Condition = Callable[[StrikeTarget], bool]
+Condition = Callable[[TaskInvocation], bool]
 # How long to wait before watching again after the watch failed.
 RETRY_BACKOFF_FIRST = 0.1
 RETRY_BACKOFF_MAX = 5.0
@@ -233,7 +233,7 @@ class StrikeList:
     def remove_condition(self, condition: Condition) -> None:
         self._conditions.remove(condition)
 
-    def is_struck(self, execution: StrikeTarget) -> bool:
+    def is_struck(self, execution: TaskInvocation) -> bool:
         if self._conditions and any(condition(execution) for condition in self._conditions):
             return True
         if not self._scopes:
@@ -253,7 +253,7 @@ class StrikeList:
                     return True
         return False
 
-    def is_stricken(self, target: StrikeTarget | Mapping[str, Any]) -> bool:
+    def is_stricken(self, target: TaskInvocation | Mapping[str, Any]) -> bool:
         """docket's name: an Execution, or a mapping of parameters checked against
         the rules for every task."""
         if not isinstance(target, Mapping):

@@ -23,7 +23,7 @@ from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any, ClassVar, Literal, Protocol, cast
+from typing import Any, ClassVar, Literal, cast
 
 import msgspec
 from uncalled_for import get_dependency_parameters
@@ -394,18 +394,3 @@ class Strike(StrikeInstruction):
 
 class Restore(StrikeInstruction):
     direction: ClassVar[Literal["strike", "restore"]] = "restore"
-
-
-class StrikeTarget(Protocol):
-    """What a strike is checked against: one call of a task (an Execution)."""
-
-    @property
-    def function(self) -> Callable[..., Any]: ...
-    @property
-    def function_name(self) -> str: ...
-    @property
-    def key(self) -> str: ...
-    @property
-    def args(self) -> tuple[Any, ...]: ...
-    @property
-    def kwargs(self) -> dict[str, Any]: ...

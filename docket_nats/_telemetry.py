@@ -22,14 +22,14 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from ._context import DocketContext
     from .dependencies._base import TaskOutcome
-    from .docket import Docket
     from .execution import Execution
 
 _NOTHING: AbstractContextManager[None] = nullcontext()
 
 
-def _attributes(docket: Docket, execution: Execution) -> dict[str, str | int]:
+def _attributes(docket: DocketContext, execution: Execution) -> dict[str, str | int]:
     return {
         "docket.name": docket.name,
         "docket.task": execution.function_name,
@@ -47,13 +47,13 @@ except ImportError:  # pragma: no cover - exercised only without the extra
     _importable = False
 
     def adding(
-        docket: Docket, execution: Execution, headers: dict[str, str], replace: bool
+        docket: DocketContext, execution: Execution, headers: dict[str, str], replace: bool
     ) -> AbstractContextManager[None]:
         """Without OpenTelemetry: nothing to trace."""
         return _NOTHING
 
     async def executing(
-        docket: Docket,
+        docket: DocketContext,
         execution: Execution,
         call: Awaitable[tuple[TaskOutcome, bool]],
     ) -> tuple[TaskOutcome, bool]:
@@ -73,7 +73,7 @@ else:
             span.set_attribute("docket.disposition", execution.disposition.value)
 
     def adding(
-        docket: Docket, execution: Execution, headers: dict[str, str], replace: bool
+        docket: DocketContext, execution: Execution, headers: dict[str, str], replace: bool
     ) -> AbstractContextManager[None]:
         """Wrap one publish in a `docket.add` span; put its context into `headers`."""
         # Attributes are set after the recording check, not passed at start:
@@ -90,7 +90,7 @@ else:
         return _recording_add(span, execution, headers)
 
     async def executing(
-        docket: Docket,
+        docket: DocketContext,
         execution: Execution,
         call: Awaitable[tuple[TaskOutcome, bool]],
     ) -> tuple[TaskOutcome, bool]:

@@ -10,7 +10,7 @@ import enum
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal, Protocol, TypedDict
 
 TaskFunction = Callable[..., Awaitable[Any]] | Callable[..., Any]
 
@@ -84,3 +84,18 @@ class TaskOutcome:
     duration: timedelta
     result: Any = None
     exception: BaseException | None = None
+
+
+class TaskInvocation(Protocol):
+    """One call of a task, as strikes and log lines see it (an Execution is one)."""
+
+    @property
+    def function(self) -> Callable[..., Any]: ...
+    @property
+    def function_name(self) -> str: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def args(self) -> tuple[Any, ...]: ...
+    @property
+    def kwargs(self) -> dict[str, Any]: ...

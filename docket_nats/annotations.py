@@ -20,10 +20,9 @@ import inspect
 import typing
 import weakref
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
-if TYPE_CHECKING:
-    from .execution import Execution
+from ._types import TaskInvocation
 
 
 class Logged:
@@ -101,7 +100,7 @@ class CallFormat:
         return ", ".join(parts)
 
 
-def call_repr(execution: Execution) -> str:
+def call_repr(execution: TaskInvocation) -> str:
     """A run as the worker's log lines show it: `name(logged args){key}`."""
     arguments = call_format(execution.function).arguments(execution.args, execution.kwargs)
     return f"{execution.function_name}({arguments}){{{execution.key}}}"

@@ -15,50 +15,41 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ParamSpec, Self, TypeVar, overload
+from typing import Any, ParamSpec, Self, TypeVar, overload
 
 from nats.js.errors import APIError
 from uncalled_for import validate_dependencies
 
 from . import _telemetry as telemetry
 from ._connection import Connection, DocketURL
+from ._context import DocketContext
 from ._dead_letters import list_dead_letters
 from ._keys import new_key
 from ._metrics import docket_labels, task_labels
 from ._metrics import registry as metrics
-from ._state_queries import get_execution
-from ._state_store import ensure_bucket as ensure_execution_bucket
-from ._state_store import queued_or_scheduled, record_cancelled
+from ._snapshot import DocketSnapshot, clear, take_snapshot
+from ._state_records import ensure_bucket as ensure_execution_bucket
+from ._state_records import queued_or_scheduled, record_cancelled
 from ._strike_list import StrikeList
 from ._strike_rules import LiteralOperator, Operator
 from ._subjects import (
-    DOCKET_WHEN,
-    EXPECTED_LAST_SUBJECT_SEQUENCE,
-    EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT,
-    SCHEDULE,
-    SCHEDULE_TARGET,
     WRONG_LAST_SEQUENCE,
     Names,
 )
-from ._wire import DeadLetter, TaskEnvelope, encode_envelope, task_signature
+from ._wire import DeadLetter, task_signature
+from ._work_stream import encode, new_task_headers, placement
 from ._worker_registry import WorkerInfo, heartbeat_bucket, live_workers
-from .execution import Disposition, Execution, TaskCall, TaskFunction
-
-if TYPE_CHECKING:
-    from ._snapshot import DocketSnapshot
+from .execution import Disposition, Execution, TaskCall, TaskFunction, load_execution
 
 logger = logging.getLogger("docket_nats.docket")
 
+# The built-in tasks (trace, fail, sleep) every Docket registers, as docket's do.
+# They ask for CurrentDocket() and CurrentWorker(), so they sit above this module;
+# the package fills this list when it is imported (docket_nats/__init__.py).
+STANDARD_TASKS: list[TaskFunction] = []
+
 P = ParamSpec("P")
 R = TypeVar("R")
-
-# How early future tasks fire; the worker holds them until they are due.
-SCHEDULE_LEAD = timedelta(milliseconds=300)
-
-
-def schedule_time(when: datetime) -> str:
-    """RFC 3339 in UTC with milliseconds, as `Nats-Schedule: @at` takes it."""
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def aware(when: datetime) -> datetime:
@@ -110,11 +101,20 @@ class Docket:
         self.allow_pickle = allow_pickle
         self.connection = Connection(url, dict(connect_options or {}))
         self.strike_list = StrikeList(self.names, replicas)
-
-        from .tasks import standard_tasks
-
         self.tasks: dict[str, TaskFunction] = {}
-        for function in standard_tasks:
+        # What the layers below need of this docket (state, results, executions).
+        self.context = DocketContext(
+            name=name,
+            names=self.names,
+            connection=self.connection,
+            replicas=replicas,
+            execution_ttl=execution_ttl,
+            allow_pickle=allow_pickle,
+            tasks=self.tasks,
+            strike_list=self.strike_list,
+        )
+
+        for function in STANDARD_TASKS:
             self.register(function)
 
     # -- lifecycle -------------------------------------------------------------
@@ -124,7 +124,7 @@ class Docket:
         try:
             await self.connection.ensure_streams(self.names, self.replicas)
             await self.strike_list.start(self.connection.js, self.connection)
-            await ensure_execution_bucket(self)
+            await ensure_execution_bucket(self.context)
         except BaseException:
             await self.connection.close()
             raise
@@ -272,7 +272,7 @@ class Docket:
         if purged:
             # Before the notice: the record the worker of a running task writes
             # when it stops (with its worker and times) then lands last.
-            await record_cancelled(self, key)
+            await record_cancelled(self.context, key)
         await self.connection.nc.publish(self.names.cancel(key), b"")
         metrics.count("docket_tasks_cancelled", docket_labels(self.name))
 
@@ -325,20 +325,16 @@ class Docket:
     async def get_execution(self, key: str) -> Execution | None:
         """The execution under `key` (scheduled, queued, running or recently
         finished), or None when nothing is known of it."""
-        return await get_execution(self, key)
+        return await load_execution(self.context, key)
 
     async def snapshot(self, limit: int = 1000) -> DocketSnapshot:
         """Counts of future and running tasks, up to `limit` of each listed, and
         the live workers (see _snapshot.py)."""
-        from ._snapshot import take_snapshot
-
-        return await take_snapshot(self, limit)
+        return await take_snapshot(self.context, limit)
 
     async def clear(self) -> int:
         """Remove every scheduled and queued task (running ones go on); returns how many."""
-        from ._snapshot import clear
-
-        return await clear(self)
+        return await clear(self.context)
 
     # -- workers ---------------------------------------------------------------
 
@@ -355,7 +351,7 @@ class Docket:
 
     async def dead_letters(self, limit: int | None = None) -> list[DeadLetter]:
         """What workers parked because it can never run, oldest first."""
-        return await list_dead_letters(self, limit)
+        return await list_dead_letters(self.context, limit)
 
     # -- internals shared with the worker ----------------------------------------
 
@@ -384,7 +380,7 @@ class Docket:
         key: str | None,
     ) -> Execution:
         return Execution(
-            self,
+            self.context,
             function,
             args,
             kwargs,
@@ -393,40 +389,6 @@ class Docket:
             attempt=1,
             function_name=function_name,
         )
-
-    def _envelope(self, execution: Execution) -> bytes:
-        args, kwargs = task_signature(execution.function).encode(
-            execution.args, execution.kwargs, self.allow_pickle
-        )
-        return encode_envelope(
-            TaskEnvelope(
-                key=execution.key,
-                function=execution.function_name,
-                when=execution.when,
-                args=args,
-                kwargs=kwargs,
-                attempt=execution.attempt,
-            )
-        )
-
-    def _placement(self, execution: Execution) -> tuple[str, dict[str, str]]:
-        """The subject and schedule headers for an execution's time.
-
-        A future task fires SCHEDULE_LEAD early and carries its due time; the
-        worker holds it until then (worker/_early_hold.py). The server's
-        scheduler passes are >= 250 ms apart, so firing exactly at `when` would
-        make tasks due close together up to 250 ms late.
-        """
-        now = datetime.now(UTC)
-        if execution.when <= now:
-            return self.names.run(execution.key), {}
-        headers = {DOCKET_WHEN: f"{execution.when.timestamp():.6f}"}
-        fire = execution.when - SCHEDULE_LEAD
-        if fire <= now:
-            return self.names.run(execution.key), headers
-        headers[SCHEDULE] = f"@at {schedule_time(fire)}"
-        headers[SCHEDULE_TARGET] = self.names.run(execution.key)
-        return self.names.sched(execution.key), headers
 
     def _refused(self, execution: Execution) -> bool:
         """Whether a strike refuses `execution` at add() (then marked STRUCK)."""
@@ -443,11 +405,10 @@ class Docket:
         `check_strikes`, a strike refuses it first (marked STRUCK, not published)."""
         if check_strikes and self._refused(execution):
             return execution
-        data = self._envelope(execution)
-        subject, headers = self._placement(execution)
-        headers[EXPECTED_LAST_SUBJECT_SEQUENCE] = "0"
-        headers[EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT] = self.names.any_state(execution.key)
-        with telemetry.adding(self, execution, headers, replace):
+        data = encode(execution)
+        subject, headers = placement(self.names, execution.key, execution.when)
+        new_task_headers(self.names, execution.key, headers)
+        with telemetry.adding(self.context, execution, headers, replace):
             # A replace clears the key, then claims it; if another add slips in
             # between, clear again: the last replace wins, as in docket.
             for _ in range(10 if replace else 1):
@@ -512,43 +473,6 @@ class Docket:
     async def _purge(self, key: str) -> int:
         """Remove the key's messages from the work stream; returns how many there were."""
         return await self.connection.purge(self.names.stream, self.names.any_state(key))
-
-    async def _reschedule(
-        self,
-        execution: Execution,
-        when: datetime,
-        attempt: int,
-        args: tuple[Any, ...] | None = None,
-        kwargs: dict[str, Any] | None = None,
-    ) -> bool:
-        """Hand a running execution's key over to its next run (perpetual, retry).
-
-        The publish expects the running message to be the key's last, so a newer
-        add/replace that already took the key wins; returns False then. `args` /
-        `kwargs` replace the arguments (Perpetual.perpetuate).
-        """
-        message = execution.message
-        assert message is not None, "only a running execution can be rescheduled"
-        successor = Execution(
-            self,
-            execution.function,
-            execution.args if args is None else args,
-            execution.kwargs if kwargs is None else kwargs,
-            execution.key,
-            when,
-            attempt,
-            execution.function_name,
-        )
-        subject, headers = self._placement(successor)
-        headers[EXPECTED_LAST_SUBJECT_SEQUENCE] = str(message.metadata.sequence.stream)
-        headers[EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT] = self.names.any_state(execution.key)
-        try:
-            await self.connection.publish(subject, self._envelope(successor), headers)
-        except APIError as error:
-            if error.err_code != WRONG_LAST_SEQUENCE:
-                raise
-            return False
-        return True
 
 
 class _Scheduler:

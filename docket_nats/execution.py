@@ -6,11 +6,15 @@ import asyncio
 import inspect
 from collections.abc import AsyncGenerator
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 from nats.aio.msg import Msg
 
+from . import _state_queries as state_queries
+from ._context import DocketContext, HasContext, context_of
+from ._execution_progress import ExecutionProgress
 from ._signatures import compact_signature, get_signature
+from ._state_records import read_record, read_work
 from ._types import (
     Disposition,
     ExecutionCancelled,
@@ -20,10 +24,10 @@ from ._types import (
     TaskCall,
     TaskFunction,
 )
+from ._wire import ArgumentError, TaskEnvelope, UndecodableMessage, decode_envelope, task_signature
 
 if TYPE_CHECKING:
-    from ._state_store import ExecutionRecord
-    from .docket import Docket
+    from ._state_records import ExecutionRecord
 
 
 class Execution:
@@ -31,7 +35,7 @@ class Execution:
 
     def __init__(
         self,
-        docket: Docket,
+        docket: DocketContext | HasContext,
         function: TaskFunction,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
@@ -41,7 +45,7 @@ class Execution:
         function_name: str | None = None,
         message: Msg | None = None,
     ) -> None:
-        self._docket = docket
+        self._docket = context_of(docket)
         self._function = function
         self._function_name: str = function_name or str(getattr(function, "__name__", function))
         self._args = args
@@ -55,7 +59,7 @@ class Execution:
         # The JetStream message this run came from (worker side only): its
         # stream sequence is what a reschedule hands the key over from.
         self.message = message
-        # Lifecycle, as workers record it (see _state_store.py); refreshed by sync().
+        # Lifecycle, as workers record it (see _state_records.py); refreshed by sync().
         self.state = ExecutionState.SCHEDULED
         self.worker: str | None = None
         self.started_at: datetime | None = None
@@ -67,13 +71,13 @@ class Execution:
     @classmethod
     async def from_message(
         cls,
-        docket: Docket,
+        docket: DocketContext | HasContext,
         message: Msg | bytes,
         redelivered: bool = False,
         fallback_task: TaskFunction | None = None,
         message_id: Any = None,
         sync: bool = True,
-    ) -> Self:
+    ) -> Execution:
         """Rebuild the execution a work stream message (or its body) carries.
 
         A task the docket does not know runs `fallback_task` (keeping its own
@@ -81,33 +85,21 @@ class Execution:
         the state is read back from NATS. `redelivered` and `message_id` are
         docket's parameters: here a delivered `Msg` tells both itself.
         """
-        from ._wire import decode_envelope, task_signature
-
-        data = message.data if isinstance(message, Msg) else message
-        envelope = decode_envelope(data)
-        function = docket.tasks.get(envelope.function) or fallback_task
-        if function is None:
-            raise ValueError(
-                f"Task function {envelope.function!r} is not registered with the current docket"
-            )
-        args, kwargs = task_signature(function).decode(envelope, docket.allow_pickle)
-        execution = cls(
-            docket,
-            function,
-            args,
-            kwargs,
-            envelope.key,
-            envelope.when,
-            envelope.attempt,
-            function_name=envelope.function,
-            message=message if isinstance(message, Msg) else None,
+        if isinstance(message, Msg):
+            body, delivered = message.data, message
+        else:
+            body, delivered = message, None
+        execution = from_envelope(
+            context_of(docket), decode_envelope(body), delivered, fallback_task=fallback_task
         )
         if sync:
             await execution.sync()
         return execution
 
     @property
-    def docket(self) -> Docket:
+    def docket(self) -> DocketContext:
+        """The docket's context (its name, connection and settings). Tasks that
+        want the whole Docket ask for `CurrentDocket()`."""
         return self._docket
 
     @property
@@ -139,7 +131,7 @@ class Execution:
     def progress(self) -> ExecutionProgress:
         """What the task reported with `Progress()` (made on first use)."""
         if self._progress is None:
-            self._progress = ExecutionProgress(self._docket, self._key, self)
+            self._progress = ExecutionProgress(self._docket, self._key, id(self))
             if self.state is ExecutionState.RUNNING:
                 self._progress.apply(None, running=True)
         return self._progress
@@ -161,9 +153,7 @@ class Execution:
 
     async def sync(self) -> None:
         """Refresh state, worker, times, error and progress from NATS."""
-        from ._state_queries import sync
-
-        await sync(self)
+        await state_queries.sync(self)
 
     async def get_result(
         self,
@@ -179,21 +169,17 @@ class Execution:
         exception was stored, and `results.ResultUnavailable` when it completed
         with a value that could not be stored or cannot be decoded.
         """
-        from ._state_queries import get_result
-
         if timeout is not None and deadline is not None:
             raise ValueError("Cannot specify both timeout and deadline")
         if timeout is not None:
             deadline = datetime.now(UTC) + timeout
-        return await get_result(self, deadline)
+        return await state_queries.get_result(self, deadline)
 
     def subscribe(
         self, *, ready: asyncio.Event | None = None
     ) -> AsyncGenerator[StateEvent | ProgressEvent, None]:
         """The current state and progress, then every change (see state_reading.subscribe)."""
-        from ._state_queries import subscribe
-
-        return subscribe(self, ready)
+        return state_queries.subscribe(self, ready)
 
     def call_repr(self) -> str:
         """This run as log lines show it: `name(logged arguments){key}` (see `Logged`)."""
@@ -212,9 +198,88 @@ class Execution:
         )
 
 
-# docket's `docket.execution` offers these too. At the end: _execution_progress.py needs the
-# classes above (through _state_store.py) before it can be imported.
-from ._execution_progress import ExecutionProgress  # noqa: E402
+class UnknownTask(ValueError):
+    """A message names a task this process has no function registered for."""
+
+    def __init__(self, function_name: str) -> None:
+        self.function_name = function_name
+        super().__init__(
+            f"Task function {function_name!r} is not registered with the current docket"
+        )
+
+
+def from_envelope(
+    docket: DocketContext,
+    envelope: TaskEnvelope,
+    message: Msg | None = None,
+    *,
+    fallback_task: TaskFunction | None = None,
+    lenient: bool = False,
+) -> Execution:
+    """The one way to rebuild an Execution from a work stream message.
+
+    Strict (a worker, `Execution.from_message`): a task this process does not
+    know raises `UnknownTask` (unless `fallback_task` runs it, keeping its own
+    name), and arguments that no longer decode raise `ArgumentError`. Lenient
+    (listings, state reads): an unknown task gets a stand-in function that
+    raises if called, and undecodable arguments read as none.
+    """
+    function = docket.tasks.get(envelope.function) or fallback_task
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = {}
+    if function is None:
+        if not lenient:
+            raise UnknownTask(envelope.function)
+        function = unknown_task(envelope.function)
+    else:
+        try:
+            args, kwargs = task_signature(function).decode(envelope, docket.allow_pickle)
+        except ArgumentError:
+            if not lenient:
+                raise
+    return Execution(
+        docket,
+        function,
+        args,
+        kwargs,
+        envelope.key,
+        envelope.when,
+        envelope.attempt,
+        function_name=envelope.function,
+        message=message,
+    )
+
+
+def unknown_task(function_name: str) -> TaskFunction:
+    """A stand-in for a task this process does not know (it cannot be run here)."""
+
+    def unknown(*args: Any, **kwargs: Any) -> None:
+        raise LookupError(f"the task {function_name!r} is not registered in this process")
+
+    unknown.__name__ = function_name or "unknown"
+    return unknown
+
+
+async def load_execution(docket: DocketContext, key: str) -> Execution | None:
+    """The execution under `key`, from the work stream or the workers' record."""
+    record, work = await asyncio.gather(read_record(docket, key), read_work(docket, key))
+    if record is None and work is None:
+        return None
+    envelope = None
+    if work is not None:
+        try:
+            envelope = decode_envelope(work[2])
+        except UndecodableMessage:
+            pass
+    if envelope is not None:
+        execution = from_envelope(docket, envelope, lenient=True)
+    else:  # known from its record only
+        function_name = record.function if record is not None else ""
+        function = docket.tasks.get(function_name) or unknown_task(function_name)
+        execution = Execution(docket, function, (), {}, key, datetime.now(UTC), 1, function_name)
+    state_queries.apply(execution, record, work)
+    return execution
+
 
 __all__ = [
     "Disposition",

@@ -24,10 +24,11 @@ from docket_nats._log_setup import configure as configure_logging
 from docket_nats._log_setup import formatter
 from docket_nats._run_log import _took, log_outcome
 from docket_nats.annotations import call_format
+from docket_nats.dependencies import current_worker
 from docket_nats.dependencies._base import (
     current_docket,
     current_execution,
-    current_worker,
+    current_worker_context,
     format_duration,
 )
 
@@ -336,6 +337,7 @@ async def test_task_logger_entered_directly_carries_the_context(
         current_docket.set(docket),
         current_worker.set(worker),
         current_execution.set(execution),
+        current_worker_context.set(worker.context),
     )
     try:
         async with TaskLogger() as logger:  # type: ignore[attr-defined]
@@ -343,6 +345,7 @@ async def test_task_logger_entered_directly_carries_the_context(
             logger.info("hello %s", "there", extra={"order": 42})
             logger.warning("plain")
     finally:
+        current_worker_context.reset(tokens[3])
         current_execution.reset(tokens[2])
         current_worker.reset(tokens[1])
         current_docket.reset(tokens[0])
@@ -464,7 +467,7 @@ def test_direct_rendering_matches_the_processor_chain() -> None:
     """plain and json render the usual record without the processor chain: the
     same text, field for field and in order, as the chain gives it."""
     when = datetime.now(UTC)
-    fake_docket = cast(Docket, SimpleNamespace(name="d"))
+    fake_docket = cast(Docket, SimpleNamespace(context=SimpleNamespace(name="d")))
     running = Execution(fake_docket, process_payment, ("1",), {}, "run-key", when, 2)
 
     def record(

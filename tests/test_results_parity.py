@@ -12,7 +12,7 @@ import pytest
 
 from docket_nats import Docket, Execution, ExecutionCancelled, ExecutionState, Worker
 from docket_nats._results import ResultUnavailable, StoredException
-from docket_nats._state_store import TERMINAL, ExecutionRecord, bucket_stream, state_subject
+from docket_nats._state_records import TERMINAL, ExecutionRecord, bucket_stream, state_subject
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from .._state_store import TERMINAL
+from .._state_records import TERMINAL
 from ..execution import ProgressEvent, StateEvent
 from ._common import add_docket_options, docket_from
 

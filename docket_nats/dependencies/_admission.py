@@ -3,10 +3,11 @@
 A flow-control dependency (ConcurrencyLimit, Debounce, Cooldown, RateLimit)
 raises `AdmissionBlocked` from `__aenter__`. The run then never calls the task:
 `run_task` stops resolving, exits what it had entered (a slot taken by an
-earlier limit is released), and hands the blocked run to `settle_blocked`:
+earlier limit is released), and the worker settles the blocked run
+(worker/_admission.py):
 
 - `reschedule=True`: the run goes back to the work stream, due `retry_delay`
-  from now, through `Docket._reschedule`. That publish expects the running
+  from now, through `reschedule` (_work_stream.py). That publish expects the running
   message to be the key's last, so the key is handed over atomically (a
   `docket.cancel()` or `replace()` that came in meanwhile wins), the attempt
   number stays as it was, and the worker then acks the old message.
@@ -20,15 +21,11 @@ earlier limit is released), and hands the blocked run to `settle_blocked`:
 
 from __future__ import annotations
 
-import logging
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ..execution import Execution
-    from ..worker import Worker
-
-logger = logging.getLogger("docket_nats.dependencies")
 
 # docket's delay for a blocked run that names none.
 DEFAULT_RETRY_DELAY = timedelta(milliseconds=100)
@@ -56,28 +53,3 @@ class AdmissionBlocked(Exception):
         self.reschedule = reschedule
         self.retry_delay = retry_delay
         super().__init__(f"{execution.key}: {reason}")
-
-
-async def settle_blocked(blocked: AdmissionBlocked, worker: Worker | None) -> None:
-    """Reschedule or drop a run that a dependency refused (see the module doc)."""
-    execution = blocked.execution
-    if blocked.handled:
-        return
-    if blocked.reschedule:
-        delay = blocked.retry_delay or DEFAULT_RETRY_DELAY
-        when = datetime.now(UTC) + delay
-        handed_over = await execution.docket._reschedule(  # pyright: ignore[reportPrivateUsage]
-            execution, when, execution.attempt
-        )
-        logger.debug(
-            "⏳ %s blocked by %s: %s",
-            execution.key,
-            blocked.reason,
-            f"retrying in {delay.total_seconds():.3f}s" if handed_over else "superseded meanwhile",
-        )
-        return
-    logger.info("⏭ %s dropped by %s", execution.key, blocked.reason)
-    from .._state_store import StateRecorder
-
-    name = worker.name if worker is not None else "unknown"
-    await StateRecorder(execution.docket, name).dropped(execution)

@@ -20,6 +20,8 @@ import abc
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from uncalled_for import Dependency, Provider, current_frame
@@ -30,7 +32,6 @@ from .._types import TaskOutcome
 if TYPE_CHECKING:
     from ..docket import Docket
     from ..execution import Execution
-    from ..worker import Worker
 
 __all__ = [
     "CompletionHandler",
@@ -39,9 +40,10 @@ __all__ = [
     "Provider",
     "Runtime",
     "TaskOutcome",
+    "WorkerContext",
     "current_docket",
     "current_execution",
-    "current_worker",
+    "current_worker_context",
     "describe",
     "format_duration",
     "run_arguments",
@@ -51,7 +53,18 @@ __all__ = [
 T = TypeVar("T", covariant=True)
 
 current_docket: ContextVar[Docket] = ContextVar("current_docket")
-current_worker: ContextVar[Worker] = ContextVar("current_worker")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerContext:
+    """What a run may know of the worker running it, below the Worker class:
+    its name (log fields, slot holders) and its lease (flow-control slots)."""
+
+    name: str
+    redelivery_timeout: timedelta
+
+
+current_worker_context: ContextVar[WorkerContext] = ContextVar("current_worker_context")
 current_execution: ContextVar[Execution] = ContextVar("current_execution")
 
 

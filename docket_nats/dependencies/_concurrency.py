@@ -28,9 +28,8 @@ from typing import TYPE_CHECKING, Any, Self, overload
 from ._admission import AdmissionBlocked
 from ._base import (
     Dependency,
-    current_docket,
     current_execution,
-    current_worker,
+    current_worker_context,
     run_arguments,
     run_stack,
 )
@@ -151,7 +150,7 @@ class ConcurrencyLimit(Dependency["ConcurrencyLimit"]):
 
     async def __aenter__(self) -> Self:
         execution = current_execution.get()
-        store = await limit_store(current_docket.get())
+        store = await limit_store(current_execution.get().docket)
         key = self._key_for(execution)
         lease = _lease()
         slot = await _acquire(store, key, self.max_concurrent, execution, lease)
@@ -182,7 +181,7 @@ def _retry_delay(key: str, task_key: str, lease: float) -> float:
 
 def _lease() -> float:
     try:
-        timeout = current_worker.get().redelivery_timeout.total_seconds()
+        timeout = current_worker_context.get().redelivery_timeout.total_seconds()
     except LookupError:  # run outside a worker (tests calling run_task)
         timeout = MAXIMUM_LEASE
     return min(max(timeout, MINIMUM_LEASE), MAXIMUM_LEASE)
@@ -205,7 +204,7 @@ async def _acquire(
 
 def _holder() -> str:
     try:
-        return current_worker.get().name
+        return current_worker_context.get().name
     except LookupError:
         return "?"
 

@@ -1,4 +1,5 @@
-"""The run's context as arguments: its docket, worker, execution, key and arguments.
+"""The run's context as arguments: its docket, execution, key and arguments
+(`CurrentWorker` is the worker's own: worker/_worker.py).
 
 These are `Provider`s: besides as defaults they also supply the value as
 `Annotated[...]` metadata (`d: Annotated[Docket, CurrentDocket()]`).
@@ -11,22 +12,16 @@ from typing import TYPE_CHECKING, Any, cast
 from uncalled_for import current_frame
 from uncalled_for.frames import _CallArgument  # pyright: ignore[reportPrivateUsage]
 
-from ._base import Provider, current_docket, current_execution, current_worker
+from ._base import Provider, current_docket, current_execution
 
 if TYPE_CHECKING:
     from ..docket import Docket
     from ..execution import Execution
-    from ..worker import Worker
 
 
 class _CurrentDocket(Provider["Docket"]):
     async def __aenter__(self) -> Docket:
         return current_docket.get()
-
-
-class _CurrentWorker(Provider["Worker"]):
-    async def __aenter__(self) -> Worker:
-        return current_worker.get()
 
 
 class _CurrentExecution(Provider["Execution"]):
@@ -42,11 +37,6 @@ class _TaskKey(Provider[str]):
 def CurrentDocket() -> Docket:
     """The Docket the running task came from: `docket: Docket = CurrentDocket()`."""
     return cast("Docket", _CurrentDocket())
-
-
-def CurrentWorker() -> Worker:
-    """The Worker running the task: `worker: Worker = CurrentWorker()`."""
-    return cast("Worker", _CurrentWorker())
 
 
 def CurrentExecution() -> Execution:

@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import Any, Self
 
 from ._admission import AdmissionBlocked
-from ._base import Dependency, current_docket, current_execution
+from ._base import Dependency, current_execution
 from ._limit_store import limit_store, window_key
 
 # Compare-and-set rounds before giving up for now (the run is then retried).
@@ -46,7 +46,7 @@ class Debounce(Dependency["Debounce"]):
 
     async def __aenter__(self) -> Self:
         execution = current_execution.get()
-        store = await limit_store(current_docket.get())
+        store = await limit_store(current_execution.get().docket)
         key = window_key("debounce", self.scope, self._argument, execution.function_name)
         reason = f"debounce ({self.settle}) on {key}"
         settle_ms = self.settle.total_seconds() * 1000

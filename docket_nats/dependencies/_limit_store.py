@@ -38,7 +38,7 @@ from .._subjects import (
 if TYPE_CHECKING:
     from nats.js.kv import KeyValue
 
-    from ..docket import Docket
+    from .._context import DocketContext
 
 # A delete marker goes away by itself after this long (no markers pile up).
 MARKER_TTL = 1.0
@@ -61,7 +61,7 @@ def window_key(
 class LimitStore:
     """Compare-and-set reads and writes on one docket's limits bucket."""
 
-    def __init__(self, docket: Docket, kv: KeyValue) -> None:
+    def __init__(self, docket: DocketContext, kv: KeyValue) -> None:
         self.docket = docket
         self.kv = kv
         self.bucket = docket.names.bucket("limits")
@@ -125,12 +125,12 @@ class LimitStore:
 
 
 # Per docket: the JetStream context the store was opened on, and the store.
-_stores: weakref.WeakKeyDictionary[Docket, tuple[object, asyncio.Future[LimitStore]]] = (
+_stores: weakref.WeakKeyDictionary[DocketContext, tuple[object, asyncio.Future[LimitStore]]] = (
     weakref.WeakKeyDictionary()
 )
 
 
-async def limit_store(docket: Docket) -> LimitStore:
+async def limit_store(docket: DocketContext) -> LimitStore:
     """The docket's store, its bucket created on first use (once per connection)."""
     js = docket.connection.js
     cached = _stores.get(docket)
@@ -146,7 +146,7 @@ def _failed(pending: asyncio.Future[LimitStore]) -> bool:
     return pending.done() and (pending.cancelled() or pending.exception() is not None)
 
 
-async def _open(docket: Docket) -> LimitStore:
+async def _open(docket: DocketContext) -> LimitStore:
     js = docket.connection.js
     name = docket.names.bucket("limits")
     try:

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Mapping, MutableMapping
 from typing import Any, cast
 
-from ._base import Provider, current_execution, current_worker
+from ._base import Provider, current_execution, current_worker_context
 
 
 class TaskLoggerAdapter(logging.LoggerAdapter[logging.Logger]):
@@ -31,7 +31,7 @@ class _TaskLogger(Provider["logging.LoggerAdapter[logging.Logger]"]):
         from .._run_log import task_fields  # runlog imports the dependencies package
 
         execution = current_execution.get()
-        worker = current_worker.get(None)
+        worker = current_worker_context.get(None)
         return TaskLoggerAdapter(
             logging.getLogger(f"docket_nats.task.{execution.function_name}"),
             task_fields(execution, worker.name if worker is not None else None),

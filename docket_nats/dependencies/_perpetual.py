@@ -1,7 +1,7 @@
 """Perpetual: a task that schedules its own next run, success or failure.
 
 The next run is published before the running message is acked, expecting the
-running message to be the key's last (`Docket._reschedule`), so the key is never
+running message to be the key's last (`reschedule` (_work_stream.py)), so the key is never
 free in between (no duplicate chain can start) and an add/replace that took the
 key meanwhile wins (the chain then ends, superseded). A crash before the ack
 means a redelivery, not a lost chain.
@@ -14,6 +14,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Self
 
+from .._work_stream import reschedule
 from ._base import CompletionHandler, TaskOutcome, current_execution, describe, format_duration
 
 if TYPE_CHECKING:
@@ -96,9 +97,7 @@ class Perpetual(CompletionHandler["Perpetual"]):
             return False  # nothing follows; the key frees when this run is acked
         when = self.next_when(execution, outcome)
         try:
-            handed_over = await execution.docket._reschedule(  # pyright: ignore[reportPrivateUsage]
-                execution, when, 1, self.args, self.kwargs
-            )
+            handed_over = await reschedule(execution, when, 1, self.args, self.kwargs)
         except TypeError as error:  # perpetuate() got arguments that cannot be sent
             logger.error("%s cannot be perpetuated: %s", describe(execution), error)
             return False

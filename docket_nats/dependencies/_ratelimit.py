@@ -19,7 +19,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from ._admission import AdmissionBlocked
-from ._base import Dependency, current_docket, current_execution, run_stack
+from ._base import Dependency, current_execution, run_stack
 from ._limit_store import LimitStore, limit_store, window_key
 
 # Compare-and-set rounds before giving up for now (the run is then retried).
@@ -51,7 +51,7 @@ class RateLimit(Dependency["RateLimit"]):
 
     async def __aenter__(self) -> Self:
         execution = current_execution.get()
-        store = await limit_store(current_docket.get())
+        store = await limit_store(current_execution.get().docket)
         key = window_key("ratelimit", self.scope, self._argument, execution.function_name)
         reason = f"rate limit ({self.limit}/{self.per}) on {key}"
         window = self.per.total_seconds()

@@ -9,21 +9,18 @@ together. A flow-control refusal (`AdmissionBlocked`) stops resolution at once.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from uncalled_for import FailedDependency, Frame, frame_scope
-from uncalled_for.functional import _Depends  # pyright: ignore[reportPrivateUsage]
+from uncalled_for import Frame, frame_scope
 
 from ._admission import AdmissionBlocked
-from ._base import Dependency, current_docket, current_execution, current_worker, run_stack
+from ._base import Dependency, run_stack
 from ._contextual import _TaskArgument  # pyright: ignore[reportPrivateUsage]
 from ._plans import Plan, plan_for
 
 if TYPE_CHECKING:
     from ..execution import Execution, TaskFunction
-    from ..worker import Worker
 
 D = TypeVar("D", bound=Dependency[Any])
 
@@ -128,51 +125,6 @@ async def _resolve_parameter(frame: Frame, name: str, dependency: Dependency[Any
         frame.resolving.pop()
     frame.resolved[name] = value
     return value
-
-
-@asynccontextmanager
-async def resolved_dependencies(
-    worker: Worker, execution: Execution
-) -> AsyncGenerator[dict[str, Any]]:
-    """docket's helper: the run's dependency values by parameter, entered until exit.
-
-    A dependency that failed is a `FailedDependency` in its place; the worker's
-    own dependencies appear as `__worker_dep__<name>`.
-    """
-    tokens = (
-        current_docket.set(worker.docket),
-        current_worker.set(worker),
-        current_execution.set(execution),
-    )
-    worker.shared_values.activate()
-    cache_token = _Depends.cache.set({})
-    try:
-        async with AsyncExitStack() as stack:
-            stack_token = _Depends.stack.set(stack)
-            try:
-                plan = plan_for(execution.function)
-                resolution = await resolve(execution, plan, worker.dependencies)
-                arguments: dict[str, Any] = {
-                    f"__worker_dep__{name}": value
-                    for name, value in resolution.worker_values.items()
-                }
-                arguments.update(
-                    (name, value)
-                    for name, value in resolution.arguments.items()
-                    if name in plan.parameters
-                )
-                arguments.update(
-                    (name, FailedDependency(name, error))
-                    for name, error in resolution.failures.items()
-                )
-                yield arguments
-            finally:
-                _Depends.stack.reset(stack_token)
-    finally:
-        _Depends.cache.reset(cache_token)
-        current_execution.reset(tokens[2])
-        current_worker.reset(tokens[1])
-        current_docket.reset(tokens[0])
 
 
 def get_single_dependency_of_type(

@@ -12,6 +12,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, NoReturn, Self
 
+from .._work_stream import reschedule
 from ._base import FailureHandler, TaskOutcome, current_execution, describe, format_duration
 
 if TYPE_CHECKING:
@@ -61,9 +62,7 @@ class Retry(FailureHandler["Retry"]):
         if self.attempts is not None and execution.attempt >= self.attempts:
             return False
         when = datetime.now(UTC) + self.delay
-        handed_over = await execution.docket._reschedule(  # pyright: ignore[reportPrivateUsage]
-            execution, when, execution.attempt + 1
-        )
+        handed_over = await reschedule(execution, when, execution.attempt + 1)
         took = format_duration(outcome.duration.total_seconds())
         of = "" if self.attempts is None else f" of {self.attempts}"
         logger.error(

@@ -1,10 +1,12 @@
 """One task run with its dependencies: resolve, call, tear down, outcome hooks.
 
 The worker calls `run_task` once per run, in the asyncio task that runs it, so
-the context variables it sets (the run's docket, worker and execution,
-uncalled-for's per-run cache, exit stack and frame, the worker's shared values)
-are that run's alone. A function without dependencies (and a worker without
-any) is called straight away: the plan lookup is the only extra cost.
+the context variables it sets (the run's execution, uncalled-for's per-run
+cache, exit stack and frame, the worker's shared values) are that run's alone;
+the worker has set the docket and worker ones for all its runs. Sync task
+functions run in the worker's thread pool, with the run's context variables.
+A function without dependencies (and a worker without any) is called
+straight away: the plan lookup is the only extra cost.
 Otherwise, as docket does:
 
 1. the worker's and the task's dependencies are entered (each failure is
@@ -16,6 +18,9 @@ Otherwise, as docket does:
 4. a `FailureHandler` (Retry) may take a failure over; otherwise a
    `CompletionHandler` (Perpetual, Cron) acts on the outcome.
 
+A run a flow-control dependency refuses (`AdmissionBlocked`) never calls the
+task and counts as handled: the worker settles it (reschedule or drop).
+
 A value the caller passes for a dependency parameter is used as given, and
 counts as that dependency (a `Retry` passed in handles the failures).
 
@@ -26,33 +31,34 @@ it, so a crash or an outage means a redelivery, never a lost chain.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
+import inspect
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
+from concurrent.futures import Executor as ThreadPool
 from contextlib import AsyncExitStack
 from datetime import timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from uncalled_for.functional import _Depends  # pyright: ignore[reportPrivateUsage]
 
-from ._admission import AdmissionBlocked, settle_blocked
+from ._admission import AdmissionBlocked
 from ._base import (
     CompletionHandler,
     Dependency,
     FailureHandler,
     Runtime,
     TaskOutcome,
-    current_docket,
     current_execution,
-    current_worker,
 )
 from ._plans import plan_for
 from ._resolution import resolve
+from ._shared import WorkerShared
 
 if TYPE_CHECKING:
     from ..execution import Execution, TaskFunction
-    from ..worker import Worker
-
-Invoke = Callable[["TaskFunction", tuple[Any, ...], dict[str, Any]], Awaitable[Any]]
 
 
 class DependencyError(ExceptionGroup[Exception]):
@@ -70,31 +76,29 @@ class DependencyError(ExceptionGroup[Exception]):
 
 
 async def run_task(
-    execution: Execution, worker: Worker | None, invoke: Invoke
+    execution: Execution,
+    threads: ThreadPool,
+    worker_dependencies: Mapping[str, Dependency[Any]],
+    shared: WorkerShared | None,
 ) -> tuple[TaskOutcome, bool]:
     """Run one execution; returns its outcome and whether a handler took it over.
 
     A handler that returns True (a retry was scheduled, the perpetual was
     rescheduled) has logged the outcome itself.
     """
-    current_docket.set(execution.docket)
     current_execution.set(execution)
-    worker_dependencies: Mapping[str, Dependency[Any]] = {}
-    if worker is not None:
-        current_worker.set(worker)
-        worker_dependencies = worker.dependencies
     function = execution.function
     plan = plan_for(function)
     started = time.perf_counter()
     if plan.trivial and not worker_dependencies:
         try:
-            value = await invoke(function, execution.args, execution.kwargs)
+            value = await _invoke(function, execution.args, execution.kwargs, threads)
         except Exception as error:
             return _outcome(started, exception=error), False
         return _outcome(started, result=value), False
 
-    if worker is not None:
-        worker.shared_values.activate()
+    if shared is not None:
+        shared.activate()
     stack = AsyncExitStack()
     _Depends.stack.set(stack)
     _Depends.cache.set({})
@@ -115,11 +119,11 @@ async def run_task(
         if runtime is not None:
 
             async def call(*args: Any, **kwargs: Any) -> Any:
-                return await invoke(function, args, kwargs)
+                return await _invoke(function, args, kwargs, threads)
 
             result = await runtime.run(execution, call, execution.args, kwargs)
         else:
-            result = await invoke(function, execution.args, kwargs)
+            result = await _invoke(function, execution.args, kwargs, threads)
     except Exception as error:
         exception = error
     except BaseException as error:  # cancelled: tear down, then let it through
@@ -128,13 +132,27 @@ async def run_task(
     outcome = _outcome(started, result=result, exception=exception)
     teardown_error = await _tear_down(stack, exception)
     if isinstance(exception, AdmissionBlocked):
-        # A flow-control dependency refused the run: rescheduled or dropped,
-        # never a failure (no Retry, no Perpetual follow-up).
-        await settle_blocked(exception, worker)
+        # A flow-control dependency refused the run: the worker reschedules or
+        # drops it; never a failure (no Retry, no Perpetual follow-up).
         return outcome, True
     if outcome.exception is None and teardown_error is not None:
         outcome.exception = teardown_error
     return outcome, await _handle(execution, outcome, resolved)
+
+
+async def _invoke(
+    function: TaskFunction, args: tuple[Any, ...], kwargs: dict[str, Any], threads: ThreadPool
+) -> Any:
+    if inspect.iscoroutinefunction(function):
+        return await function(*args, **kwargs)
+    # Sync tasks run in the worker's threads, with this run's context variables.
+    context = contextvars.copy_context()
+    result = await asyncio.get_running_loop().run_in_executor(
+        threads, partial(context.run, function, *args, **kwargs)
+    )
+    if inspect.isawaitable(result):
+        return await result
+    return result
 
 
 def _outcome(

@@ -65,10 +65,18 @@ class Supervisor:
         """Cancel one actor (or all) and wait for it to end."""
         names = [name] if name is not None else list(self._tasks)
         pending = {self._tasks.pop(each) for each in names if each in self._tasks}
-        # Cancel again until they end: Python 3.11's asyncio.wait_for (inside
-        # nats-py's request) swallows a cancellation that races with the reply,
-        # and the actor would then carry on forever (seen: worker stop hanging).
-        while pending:
-            for task in pending:
-                task.cancel()
-            _, pending = await asyncio.wait(pending, timeout=0.05)
+        await cancel_until_done(pending)
+
+
+async def cancel_until_done(tasks: set[asyncio.Task[None]]) -> None:
+    """Cancel the tasks until they end.
+
+    Once is not enough: Python 3.11's asyncio.wait_for (inside nats-py's
+    requests) swallows a cancellation that races with the reply, and a task that
+    carried on would outlive its worker (seen: worker stop hanging).
+    """
+    pending = tasks
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.05)

@@ -16,7 +16,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from .._state_queries import read_work
+from .._state_records import read_work
 from ..dependencies._perpetual import Perpetual
 from ..dependencies._plans import plan_for
 from ..execution import Disposition, TaskFunction
@@ -62,7 +62,7 @@ class AutomaticTasks(Actor):
         if not declared:
             return
         live = await asyncio.gather(
-            *(read_work(self.docket, function.__name__) for function, _ in declared)
+            *(read_work(self.docket.context, function.__name__) for function, _ in declared)
         )
         # `initial_when` only for the missing chains: a Cron's next_time()
         # moves on with every call, so asking for a live chain would push the

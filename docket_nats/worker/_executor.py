@@ -10,45 +10,42 @@ with the reason; an internal error hands the message back for redelivery.
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import inspect
 import logging
 import time
-from collections import deque
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from nats.aio.msg import Msg
 
 from .. import _telemetry as telemetry
+from .._context import DocketContext
 from .._metrics import registry as metrics
 from .._metrics import task_labels
 from .._run_log import log_finish, log_outcome, log_start
-from .._state_store import StateRecorder
 from .._subjects import Names
+from .._types import TaskOutcome
 from .._wire import (
     ArgumentError,
     DeadLetter,
-    TaskEnvelope,
     UndecodableMessage,
     decode_envelope,
     encode_envelope,
     task_signature,
 )
-from ..dependencies._base import TaskOutcome
+from ..dependencies._admission import AdmissionBlocked
+from ..dependencies._base import Dependency
 from ..dependencies._plans import plan_for
 from ..dependencies._running import run_task
-from ..execution import Execution, TaskFunction
-from ._actors import Actor
+from ..dependencies._shared import WorkerShared
+from ..execution import Execution, TaskFunction, UnknownTask, from_envelope
+from ._actors import Actor, cancel_until_done
+from ._admission import settle_blocked
+from ._recorder import StateRecorder
 from ._slots import Slots
-
-if TYPE_CHECKING:
-    from ..docket import Docket
-    from ._worker import Worker
 
 logger = logging.getLogger("docket_nats.worker")
 
@@ -71,58 +68,109 @@ class Running:
     began: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class RunSettings:
+    """What the executor needs of its Worker's settings."""
+
+    worker_name: str
+    concurrency: int
+    fallback_task: TaskFunction | None
+    # Deliveries a message may have before it is parked instead of run.
+    max_deliveries: int
+    # The worker-level dependencies that wrap every run, and its Shared values.
+    dependencies: Mapping[str, Dependency[Any]]
+    shared: WorkerShared | None
+    # Keys whose runs are counted (Worker.run_at_most); others are not, so a
+    # long-running worker keeps no per-key state.
+    counted_keys: frozenset[str] = frozenset()
+
+
 class Executor(Actor):
     name = "executor"
 
-    def __init__(
-        self,
-        docket: Docket,
-        worker_name: str,
-        slots: Slots,
-        concurrency: int,
-        fallback_task: TaskFunction | None,
-        on_started: Callable[[Execution], None],
-    ) -> None:
+    def __init__(self, docket: DocketContext, settings: RunSettings, slots: Slots) -> None:
         self.docket = docket
         self.names: Names = docket.names
-        self.worker_name = worker_name
+        self.settings = settings
+        self.worker_name = settings.worker_name
         self.slots = slots
-        self.fallback_task = fallback_task
-        self.on_started = on_started
-        self.recorder = StateRecorder(docket, worker_name)  # execution state and results
-        # The Worker tasks see as CurrentWorker() (and whose dependencies= wrap
-        # every run); set by the Worker that starts this executor.
-        self.worker: Worker | None = None
-        # Deliveries a message may have before it is parked instead of run.
-        self.max_deliveries = MAX_DELIVERIES
+        self.recorder = StateRecorder(docket, settings.worker_name)  # state and results
         # Delivered messages wait here (prefetched) until one of `concurrency`
         # run slots is free; a deque so the lease keeper can renew them too.
-        self.mailbox: deque[Msg] = deque()
+        self._mailbox: deque[Msg] = deque()
         self._arrived = asyncio.Event()
-        self._run_slots = asyncio.Semaphore(concurrency)
+        self._run_slots = asyncio.Semaphore(settings.concurrency)
         # Set on shutdown: a cancelled task is then handed back, not acked.
-        self.shutting_down = False
-        self.running: dict[int, Running] = {}
-        self.threads = ThreadPoolExecutor(
-            max_workers=concurrency, thread_name_prefix=f"docket-{worker_name}"
+        self._shutting_down = False
+        self._running: dict[int, Running] = {}
+        # Runs started per counted key (Worker.run_at_most asks).
+        self._started: Counter[str] = Counter()
+        self._threads = ThreadPoolExecutor(
+            max_workers=settings.concurrency, thread_name_prefix=f"docket-{settings.worker_name}"
         )
 
+    # -- what the Worker asks ----------------------------------------------------
+
+    def held(self) -> list[Msg]:
+        """Every message this executor holds: running, or waiting for a run slot."""
+        return [*(entry.message for entry in self._running.values()), *self._mailbox]
+
+    def runs_started(self, key: str) -> int:
+        return self._started[key]
+
+    async def drain(self) -> None:
+        """Hand back the messages that never started (the run loop is stopped):
+        other workers run them now rather than after the grace."""
+        while self._mailbox:
+            await hand_back(self._mailbox.popleft())
+            self.slots.give_back()
+
+    async def finish(self, grace: float) -> bool:
+        """Let running tasks finish within `grace` seconds; hand back the rest.
+        True when cancelled while waiting (the stop is finished all the same)."""
+        interrupted = False
+        running = [entry.task for entry in self._running.values() if entry.task]
+        if running:
+            logger.info(
+                "worker %s stopping: waiting up to %.1fs for %d running tasks",
+                self.worker_name,
+                grace,
+                len(running),
+            )
+            try:
+                await asyncio.wait(running, timeout=grace)
+            except asyncio.CancelledError:
+                interrupted = True  # no more grace, but hand the tasks back first
+            unfinished = {task for task in running if not task.done()}
+            if unfinished:
+                logger.warning(
+                    "worker %s: %d tasks did not finish within the grace; handing them back",
+                    self.worker_name,
+                    len(unfinished),
+                )
+                self._shutting_down = True
+                await cancel_until_done(unfinished)
+        self._threads.shutdown(wait=False, cancel_futures=True)
+        return interrupted
+
+    # -- the run loop --------------------------------------------------------------
+
     def deliver(self, message: Msg) -> None:
-        self.mailbox.append(message)
+        self._mailbox.append(message)
         self._arrived.set()
 
     async def run(self) -> None:
         while True:
-            while not self.mailbox:
+            while not self._mailbox:
                 self._arrived.clear()
                 await self._arrived.wait()
             await self._run_slots.acquire()
-            if not self.mailbox:  # handed back by a stop while we waited for a slot
+            if not self._mailbox:  # handed back by a stop while we waited for a slot
                 self._run_slots.release()
                 continue
-            message = self.mailbox.popleft()
+            message = self._mailbox.popleft()
             entry = Running(message)
-            self.running[id(entry)] = entry
+            self._running[id(entry)] = entry
             entry.task = asyncio.create_task(self._process(entry))
 
     async def cancel_key(self, key: str, superseded_before: int | None = None) -> bool:
@@ -135,20 +183,20 @@ class Executor(Actor):
         """
         void = [
             message
-            for message in self.mailbox
+            for message in self._mailbox
             if Names.key_of(message.subject) == key
             and (superseded_before is None or message.metadata.sequence.stream < superseded_before)
         ]
         # Take them all out before the first await, so that nothing starts them.
         for message in void:
-            self.mailbox.remove(message)
+            self._mailbox.remove(message)
             self.slots.give_back()
         for message in void:
             await _quietly(message.ack())  # already purged: the ack only settles it
         found = bool(void)
         if superseded_before is not None:
             return found
-        for entry in list(self.running.values()):
+        for entry in list(self._running.values()):
             if entry.execution is not None and entry.execution.key == key and entry.task:
                 entry.task.cancel(f"cancelled by docket.cancel({key!r})")
                 found = True
@@ -166,7 +214,7 @@ class Executor(Actor):
         except asyncio.CancelledError:
             # docket.cancel() ends a task for good (ack); a shutdown hands it back
             # (nak) so that another worker runs it at once.
-            if self.shutting_down or entry.execution is None:
+            if self._shutting_down or entry.execution is None:
                 await _quietly(message.nak())
                 raise
             log_outcome(entry.execution, "cancelled", time.monotonic() - entry.started)
@@ -176,7 +224,7 @@ class Executor(Actor):
             logger.exception("internal error while handling a task; handing it back")
             await _quietly(message.nak(delay=RETRY_INTERNAL_ERROR_AFTER))
         finally:
-            del self.running[id(entry)]
+            del self._running[id(entry)]
             self._run_slots.release()
             self.slots.give_back()
 
@@ -189,17 +237,21 @@ class Executor(Actor):
         except UndecodableMessage as error:
             await self.park(message, key, None, str(error))
             return None
-        if delivered > self.max_deliveries:
+        if delivered > self.settings.max_deliveries:
             await self.park(
                 message,
                 key,
                 envelope.function,
                 f"delivered {delivered} times without finishing (the limit is "
-                f"{self.max_deliveries}): its workers died or were stopped each time",
+                f"{self.settings.max_deliveries}): its workers died or were stopped each time",
             )
             return None
-        function = self.docket.tasks.get(envelope.function) or self.fallback_task
-        if function is None:
+        try:
+            execution = from_envelope(
+                self.docket, envelope, message, fallback_task=self.settings.fallback_task
+            )
+            _check_binding(execution.function, execution.args, execution.kwargs)
+        except UnknownTask:
             await self.park(
                 message,
                 key,
@@ -208,33 +260,10 @@ class Executor(Actor):
                 "under that name",
             )
             return None
-        try:
-            args, kwargs = task_signature(function).decode(envelope, self.docket.allow_pickle)
-            _check_binding(function, args, kwargs)
         except ArgumentError as error:
             await self.park(message, key, envelope.function, str(error))
             return None
-        return self._execution(envelope, function, args, kwargs, message)
-
-    def _execution(
-        self,
-        envelope: TaskEnvelope,
-        function: TaskFunction,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        message: Msg,
-    ) -> Execution:
-        return Execution(
-            self.docket,
-            function,
-            args,
-            kwargs,
-            envelope.key,
-            envelope.when,
-            envelope.attempt,
-            function_name=envelope.function,
-            message=message,
-        )
+        return execution
 
     async def _run(self, entry: Running, execution: Execution) -> None:
         early = (execution.when - datetime.now(UTC)).total_seconds()
@@ -247,38 +276,30 @@ class Executor(Actor):
                 "docket_tasks_stricken", task_labels(self.docket.name, execution.function_name)
             )
             return
-        self.on_started(execution)
+        if execution.key in self.settings.counted_keys:
+            self._started[execution.key] += 1
         entry.began = True
         await self.recorder.started(execution)
         log_start(execution, self.worker_name)
         outcome, handled = await telemetry.executing(self.docket, execution, self._call(execution))
+        if isinstance(outcome.exception, AdmissionBlocked):
+            self.recorder.refused(execution)
+            await settle_blocked(outcome.exception, self.recorder)
+            return
         await self.recorder.finished(execution, outcome, handled)
         if handled:  # a Retry / Perpetual took the outcome over and logged it
             return
         log_finish(execution, outcome, self.worker_name)
 
     async def _call(self, execution: Execution) -> tuple[TaskOutcome, bool]:
-        """Run the task with its dependencies and outcome hooks (see dependencies.running).
+        """Run the task with its dependencies and outcome hooks (dependencies/_running.py).
 
         The task's own failure is in the outcome; what raises here is a hook
         that could not do its job (a reschedule not published): the message is
         then handed back rather than acked.
         """
-        return await run_task(execution, self.worker, self._invoke)
-
-    async def _invoke(
-        self, function: TaskFunction, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
-        if inspect.iscoroutinefunction(function):
-            return await function(*args, **kwargs)
-        # Sync tasks run in the worker's threads, with this run's context variables.
-        context = contextvars.copy_context()
-        result = await asyncio.get_running_loop().run_in_executor(
-            self.threads, partial(context.run, function, *args, **kwargs)
-        )
-        if inspect.isawaitable(result):
-            return await result
-        return result
+        settings = self.settings
+        return await run_task(execution, self._threads, settings.dependencies, settings.shared)
 
     async def park(self, message: Msg, key: str, function: str | None, reason: str) -> None:
         """Move a message that can never run to the dead-letter stream, then ack it."""
@@ -293,9 +314,6 @@ class Executor(Actor):
         )
         await self.docket.connection.js.publish(self.names.dead(key), encode_envelope(letter))
         await message.ack()
-
-    def shutdown_threads(self) -> None:
-        self.threads.shutdown(wait=False, cancel_futures=True)
 
 
 def _check_binding(function: TaskFunction, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -320,6 +338,11 @@ def _check_binding(function: TaskFunction, args: tuple[Any, ...], kwargs: dict[s
             raise ArgumentError(
                 f"{function.__name__}() is missing the required argument {parameter.name!r}"
             )
+
+
+async def hand_back(message: Msg) -> None:
+    """Nak a message for immediate redelivery elsewhere, whatever the connection's state."""
+    await _quietly(message.nak())
 
 
 async def _quietly(awaitable: Any) -> None:

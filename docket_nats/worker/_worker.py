@@ -10,34 +10,41 @@ same durable pull consumer, so each task goes to exactly one of them at a time.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import socket
 from collections.abc import Iterable, Mapping
 from contextlib import AsyncExitStack
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self, cast
 
-from nats.aio.msg import Msg
 from nats.js import api
 
-from .._strike_rules import StrikeTarget
 from .._subjects import encode_key, kv_stream, kv_subject
+from .._types import TaskInvocation
 from .._worker_registry import Heartbeat, heartbeat_bucket
-from ..dependencies._base import Dependency
-from ..dependencies._lifecycle import worker_lifecycles
+from ..dependencies._base import (
+    Dependency,
+    Provider,
+    WorkerContext,
+    current_docket,
+    current_worker_context,
+)
 from ..dependencies._shared import WorkerShared
 from ..docket import Docket
-from ..execution import Execution, TaskFunction
+from ..execution import TaskFunction
 from . import _automatic as automatic
 from ._actors import Supervisor
 from ._automatic import AutomaticTasks
 from ._cancellations import CancelListener
 from ._early_hold import EarlyHold
-from ._executor import MAX_DELIVERIES, Executor
+from ._executor import MAX_DELIVERIES, Executor, RunSettings, hand_back
 from ._heartbeat import HeartbeatSender
 from ._leases import LeaseKeeper, announce_ack_wait
+from ._lifecycle import worker_lifecycles
 from ._puller import Puller
 from ._slots import Slots
 
@@ -48,6 +55,18 @@ MAX_ACK_PENDING = 100_000
 # While stopping, a request the server does not answer (it is gone) gives up
 # after this long rather than holding up the stop.
 STOP_REQUEST_TIMEOUT = 2.0
+
+current_worker: ContextVar[Worker] = ContextVar("current_worker")
+
+
+class _CurrentWorker(Provider["Worker"]):
+    async def __aenter__(self) -> Worker:
+        return current_worker.get()
+
+
+def CurrentWorker() -> Worker:
+    """The Worker running the task: `worker: Worker = CurrentWorker()`."""
+    return cast("Worker", _CurrentWorker())
 
 
 class Worker:
@@ -98,6 +117,8 @@ class Worker:
     ) -> None:
         self.docket = docket
         self.name = name or f"{socket.gethostname()}#{os.getpid()}"
+        # What the runs' dependencies and log lines may know of this worker.
+        self.context = WorkerContext(self.name, redelivery_timeout)
         self.concurrency = concurrency
         self.redelivery_timeout = redelivery_timeout
         self.reconnection_delay = reconnection_delay
@@ -126,8 +147,8 @@ class Worker:
         # round trip to the server.
         self.slots = Slots(concurrency + prefetch)
         self._supervisor = Supervisor(f"worker {self.name}")
-        self._execution_counts: dict[str, int] = {}
         self._stopping = asyncio.Event()
+        self._counted_keys: frozenset[str] = frozenset()  # run_at_most's
         self._puller: Puller | None = None
         self._executor: Executor | None = None
         self._early_hold: EarlyHold | None = None
@@ -184,17 +205,29 @@ class Worker:
         if self._executor is not None:
             return
         self._stopping.clear()
+        # The actors (and so every run) see this docket and worker as current;
+        # set in a context of their own, not in the caller's.
+        actors = contextvars.copy_context()
+        actors.run(self._set_current)
+        actors.run(self._wire_actors)
+
+    def _set_current(self) -> None:
+        current_docket.set(self.docket)
+        current_worker.set(self)
+        current_worker_context.set(self.context)
+
+    def _wire_actors(self) -> None:
         connection = self.docket.connection
-        executor = Executor(
-            self.docket,
-            self.name,
-            self.slots,
-            self.concurrency,
-            self.fallback_task,
-            self._count_execution,
+        settings = RunSettings(
+            worker_name=self.name,
+            concurrency=self.concurrency,
+            fallback_task=self.fallback_task,
+            max_deliveries=self.max_deliveries,
+            dependencies=self.dependencies,
+            shared=self.shared_values,
+            counted_keys=self._counted_keys,
         )
-        executor.worker = self
-        executor.max_deliveries = self.max_deliveries
+        executor = Executor(self.docket.context, settings, self.slots)
         early_hold = EarlyHold(self.slots, release=executor.deliver)
         puller = Puller(
             connection.nc,
@@ -202,7 +235,7 @@ class Worker:
             self.docket.names.consumer,
             self.slots,
             deliver=early_hold.deliver,
-            refuse=_hand_back,
+            refuse=hand_back,
         )
         self._executor, self._puller = executor, puller
         self._forget_reconnect = connection.on_reconnect(puller.connection_reset)
@@ -212,11 +245,7 @@ class Worker:
         self._supervisor.start(puller)
         self._supervisor.start(
             LeaseKeeper(
-                lambda: [
-                    *(entry.message for entry in executor.running.values()),
-                    *executor.mailbox,
-                    *early_hold.held(),
-                ],
+                lambda: [*executor.held(), *early_hold.held()],
                 self.redelivery_timeout.total_seconds(),
                 self._consumer_ack_wait,
                 (connection.nc, self.docket.names.ack_wait_notice),
@@ -261,7 +290,7 @@ class Worker:
         """Enter the dependency classes' worker_lifecycle hooks, once per run_*."""
         if self._lifecycles is None:
             stack = AsyncExitStack()
-            await stack.enter_async_context(worker_lifecycles(self.docket, self))
+            await stack.enter_async_context(worker_lifecycles(self.docket, self, self.dependencies))
             self._lifecycles = stack
 
     async def _stop_actors(self) -> None:
@@ -274,49 +303,20 @@ class Worker:
 
     async def _halt_actors(self) -> None:
         """Stop pulling, let running tasks finish within the grace, hand back the rest."""
-        executor, puller = self._executor, self._puller
-        if executor is None or puller is None:
+        executor, puller, early_hold = self._executor, self._puller, self._early_hold
+        if executor is None or puller is None or early_hold is None:
             return
-        interrupted = False
         puller.stop_pulling()
         # No new starts while the running tasks finish: a prefetched message that
         # started during the grace would outlive the worker.
         await self._supervisor.stop(executor.name)
-        # Messages waiting in the mailbox never started: hand them back at once,
-        # so other workers run them now rather than after the grace.
-        while executor.mailbox:
-            await _quietly_hand_back(executor.mailbox.popleft())
-            self.slots.give_back()
-        if self._early_hold is not None:
-            await self._supervisor.stop(self._early_hold.name)
-            for message in self._early_hold.take_all():  # held, so no slot to give back
-                await _quietly_hand_back(message)
-        running = [entry.task for entry in executor.running.values() if entry.task]
-        if running:
-            logger.info(
-                "worker %s stopping: waiting up to %s for %d running tasks",
-                self.name,
-                self.shutdown_grace,
-                len(running),
-            )
-            try:
-                await asyncio.wait(running, timeout=self.shutdown_grace.total_seconds())
-            except asyncio.CancelledError:
-                # Cancelled again while waiting: no more grace, but finish the
-                # stop (hand the tasks back, end the actors), then re-raise.
-                interrupted = True
-            unfinished = {task for task in running if not task.done()}
-            if unfinished:
-                logger.warning(
-                    "worker %s: %d tasks did not finish within the grace; handing them back",
-                    self.name,
-                    len(unfinished),
-                )
-                executor.shutting_down = True
-                await _cancel_until_done(unfinished)
+        await executor.drain()
+        await self._supervisor.stop(early_hold.name)
+        for message in early_hold.take_all():  # held, so no slot to give back
+            await hand_back(message)
+        interrupted = await executor.finish(self.shutdown_grace.total_seconds())
         await self._supervisor.stop()  # the lease keeper renewed the running ones until now
         await self._forget_heartbeat()
-        executor.shutdown_threads()
         if self._forget_reconnect is not None:
             self._forget_reconnect()
         self._executor = self._puller = self._early_hold = None
@@ -378,22 +378,23 @@ class Worker:
 
     async def run_at_most(self, iterations_by_key: Mapping[str, int]) -> None:
         """`run_until_finished`, running each of these keys at most so many times."""
-        self._execution_counts = {key: 0 for key in iterations_by_key}
+        self._counted_keys = frozenset(iterations_by_key)
 
-        def reached(execution: StrikeTarget) -> bool:
+        def reached(execution: TaskInvocation) -> bool:
             limit = iterations_by_key.get(execution.key)
-            return limit is not None and self._execution_counts[execution.key] >= limit
+            executor = self._executor
+            return (
+                limit is not None
+                and executor is not None
+                and executor.runs_started(execution.key) >= limit
+            )
 
         self.docket.strike_list.add_condition(reached)
         try:
             await self.run_until_finished()
         finally:
             self.docket.strike_list.remove_condition(reached)
-            self._execution_counts = {}
-
-    def _count_execution(self, execution: Execution) -> None:
-        if execution.key in self._execution_counts:
-            self._execution_counts[execution.key] += 1
+            self._counted_keys = frozenset()
 
     async def _finished(self) -> bool:
         """Nothing held here and nothing in the stream, read twice around an idle
@@ -425,28 +426,6 @@ def _cancelling() -> int:
     """Cancellation requests pending on the current task (swallowed ones included)."""
     task = asyncio.current_task()
     return task.cancelling() if task is not None else 0
-
-
-async def _cancel_until_done(tasks: set[asyncio.Task[None]]) -> None:
-    """Cancel until they end: a cancellation can be swallowed (3.11's wait_for in
-    nats-py requests), and a task that carried on would outlive the worker."""
-    pending = tasks
-    while pending:
-        for task in pending:
-            task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=0.1)
-
-
-async def _quietly_hand_back(message: Msg) -> None:
-    try:
-        await message.nak()
-    except Exception as error:  # connection closed: the ack wait redelivers it
-        logger.debug("could not hand a message back: %s", error)
-
-
-async def _hand_back(message: Msg) -> None:
-    """A message that arrived after the worker began stopping: redeliver it at once."""
-    await message.nak()
 
 
 def _named_dependencies(

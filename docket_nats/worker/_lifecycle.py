@@ -13,13 +13,12 @@ from collections.abc import AsyncGenerator, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Any, cast
 
-from ._base import Dependency
-from ._plans import plan_for
+from ..dependencies._base import Dependency
+from ..dependencies._plans import plan_for
 
 if TYPE_CHECKING:
     from ..docket import Docket
     from ..execution import TaskFunction
-    from ..worker import Worker
 
 
 def lifecycle_classes(
@@ -43,10 +42,15 @@ def lifecycle_classes(
 
 
 @asynccontextmanager
-async def worker_lifecycles(docket: Docket, worker: Worker) -> AsyncGenerator[None]:
-    """Enter the hooks of the docket's tasks and the worker's dependencies around a run."""
+async def worker_lifecycles(
+    docket: Docket, worker: Any, worker_dependencies: Mapping[str, Dependency[Any]]
+) -> AsyncGenerator[None]:
+    """Enter the hooks of the docket's tasks and the worker's dependencies around a run.
+
+    `worker` is only handed to the hooks (docket's `worker_lifecycle(docket, worker)`).
+    """
     async with AsyncExitStack() as stack:
-        for cls in lifecycle_classes(docket.tasks.values(), worker.dependencies):
+        for cls in lifecycle_classes(docket.tasks.values(), worker_dependencies):
             hook: Any = getattr(cls, "worker_lifecycle")  # noqa: B009 (not declared on Dependency)
             manager = hook(docket, worker)
             if isinstance(manager, AbstractAsyncContextManager):
