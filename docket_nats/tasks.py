@@ -9,16 +9,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 from .annotations import Logged
-from .dependencies import CurrentDocket, CurrentExecution, CurrentWorker, Retry
+from .dependencies._contextual import CurrentDocket, CurrentExecution
 from .dependencies._logger import TaskLogger
+from .dependencies._retry import Retry
+from .docket import Docket
 from .execution import Execution, TaskFunction
-
-if TYPE_CHECKING:  # docket.py registers these tasks: no import cycle at runtime
-    from .docket import Docket
-    from .worker import Worker
+from .worker._worker import CurrentWorker, Worker
 
 
 async def trace(
