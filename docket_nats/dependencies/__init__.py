@@ -54,13 +54,13 @@ from ._shared import Shared, SharedContext
 from ._timeout import Timeout
 
 if TYPE_CHECKING:
-    from ..worker._resolving import resolved_dependencies
+    from ..worker._resolved_dependencies import resolved_dependencies
     from ..worker._worker import CurrentWorker, current_worker
 
 _FROM_THE_WORKER = {
     "CurrentWorker": "_worker",
     "current_worker": "_worker",
-    "resolved_dependencies": "_resolving",
+    "resolved_dependencies": "_resolved_dependencies",
 }
 
 

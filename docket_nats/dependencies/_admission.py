@@ -4,7 +4,7 @@ A flow-control dependency (ConcurrencyLimit, Debounce, Cooldown, RateLimit)
 raises `AdmissionBlocked` from `__aenter__`. The run then never calls the task:
 `run_task` stops resolving, exits what it had entered (a slot taken by an
 earlier limit is released), and the worker settles the blocked run
-(worker/_admission.py):
+(worker/_refused_runs.py):
 
 - `reschedule=True`: the run goes back to the work stream, due `retry_delay`
   from now, through `reschedule` (_work_stream.py). That publish expects the running

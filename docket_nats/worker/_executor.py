@@ -43,8 +43,8 @@ from ..dependencies._running import run_task
 from ..dependencies._shared import WorkerShared
 from ..execution import Execution, TaskFunction, UnknownTask, from_envelope
 from ._actors import Actor, cancel_until_done
-from ._admission import settle_blocked
 from ._recorder import StateRecorder
+from ._refused_runs import settle_blocked
 from ._slots import Slots
 
 logger = logging.getLogger("docket_nats.worker")
