@@ -23,7 +23,7 @@ from ._state_queries import apply
 from ._state_records import read_record
 from ._subjects import Names
 from ._wire import UndecodableMessage, decode_envelope
-from ._worker_registry import WorkerInfo, heartbeat_bucket, live_workers
+from ._worker_registry import WorkerInfo, list_workers
 from .execution import Execution, ExecutionState, from_envelope, unknown_task
 
 if TYPE_CHECKING:
@@ -60,7 +60,9 @@ async def take_snapshot(docket: DocketContext, limit: int = 1000) -> DocketSnaps
     js = docket.connection.js
     taken = datetime.now(UTC)
     info, consumer, workers = await asyncio.gather(
-        js.stream_info(names.stream), _consumer(docket), _workers(docket)
+        js.stream_info(names.stream),
+        _consumer(docket),
+        list_workers(docket.connection.js, docket.names, docket.replicas),
     )
     total = info.state.messages
     if consumer is not None:
@@ -142,11 +144,6 @@ async def _walk(
         found.append((message.subject, message.seq, message.data or b""))
         sequence = message.seq + 1
     return found
-
-
-async def _workers(docket: DocketContext) -> list[WorkerInfo]:
-    js = docket.connection.js
-    return await live_workers(await heartbeat_bucket(js, docket.names, docket.replicas))
 
 
 async def _consumer(docket: DocketContext) -> Any:

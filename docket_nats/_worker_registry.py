@@ -84,3 +84,8 @@ async def live_workers(bucket: KeyValue) -> list[WorkerInfo]:
         for b in beats
         if b is not None
     ]
+
+
+async def list_workers(js: JetStreamContext, names: Names, replicas: int) -> list[WorkerInfo]:
+    """The workers of a docket alive now (their heartbeats have not expired)."""
+    return await live_workers(await heartbeat_bucket(js, names, replicas))

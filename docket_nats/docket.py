@@ -38,7 +38,7 @@ from ._subjects import (
 )
 from ._wire import DeadLetter, task_signature
 from ._work_stream import encode, new_task_headers, placement
-from ._worker_registry import WorkerInfo, heartbeat_bucket, live_workers
+from ._worker_registry import WorkerInfo, list_workers
 from .execution import Disposition, Execution, TaskCall, TaskFunction, load_execution
 
 logger = logging.getLogger("docket_nats.docket")
@@ -340,8 +340,7 @@ class Docket:
 
     async def workers(self) -> list[WorkerInfo]:
         """The workers alive now (their heartbeats have not expired)."""
-        js = self.connection.js
-        return await live_workers(await heartbeat_bucket(js, self.names, self.replicas))
+        return await list_workers(self.connection.js, self.names, self.replicas)
 
     async def task_workers(self, task_name: str) -> list[WorkerInfo]:
         """The live workers that can run `task_name`."""
