@@ -37,7 +37,10 @@ def table(headers: Sequence[str], *, title: str | None = None) -> Table:
     if sys.stdout.isatty():
         made = Table(title=title, box=box.ROUNDED, header_style="bold cyan", title_style="bold")
     else:
-        made = Table(title=title, box=None, pad_edge=False, show_edge=False, header_style="")
+        made = Table(
+            title=title, title_justify="left", title_style="",
+            box=None, pad_edge=False, show_edge=False, header_style="",
+        )  # fmt: skip
     for header in headers:
         made.add_column(header, no_wrap=not sys.stdout.isatty())
     return made
