@@ -206,7 +206,8 @@ def relative(when: str, now: datetime) -> str:
     """As docket shows times: `in 0:01:30` / `0:00:05 ago` within half an hour,
     else the local time."""
     moment = datetime.fromisoformat(when)
-    ahead = moment - now
+    # Whole seconds: microseconds are noise in a table read by people.
+    ahead = timedelta(seconds=round((moment - now).total_seconds()))
     if abs(ahead) >= timedelta(minutes=30):
         return f"at {local_time(moment)}"
     return f"in {ahead}" if ahead > timedelta(0) else f"{-ahead} ago"

@@ -11,6 +11,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Annotated
 
 import typer
@@ -32,7 +33,7 @@ from .._state_store import TERMINAL
 from ..execution import Execution, ProgressEvent, StateEvent
 from ._common import Target, docket_command, docket_from
 from ._output import FormatOption, JsonFlag, OutputFormat, say, stdout_console, wants_json
-from ._snapshot import STATE_STYLES
+from ._snapshot import STATE_STYLES, local_time
 
 BAR_WIDTH = 30
 
@@ -156,10 +157,13 @@ class LivePanel(View):
     def update(self, event: Event) -> None:
         if event["type"] == "state":
             self.state = event["state"].value
-            for name in ("worker", "when", "started_at", "completed_at", "error"):
-                value = event[name]
-                if value:
-                    self.fields[name] = str(value)
+            for name in ("worker", "error"):
+                if event[name]:
+                    self.fields[name] = str(event[name])
+            for name in ("when", "started_at", "completed_at"):
+                moment = event[name]
+                if moment:
+                    self.fields[name] = local_time(datetime.fromisoformat(moment))
         elif event["current"] is not None:
             description = event["message"] or "progress"
             if self.bar is None:
