@@ -24,6 +24,7 @@ from ._output import (
 def register(app: typer.Typer) -> None:
     app.command(
         "dead-letters",
+        short_help="List the tasks workers parked because they can never run.",
         help="List the tasks workers parked because they can never run (unknown task, "
         "undecodable message, arguments that do not fit, delivered too often), oldest "
         "first, with the reason.",

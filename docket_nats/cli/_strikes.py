@@ -104,6 +104,7 @@ def register(app: typer.Typer) -> None:
     for verb, run in (("strike", strike), ("restore", restore)):
         app.command(
             verb,
+            short_help=f"{verb.capitalize()} a task, or its calls whose arguments match.",
             help=f"{verb.capitalize()} TASK ('*' or '' for every task), or only its calls where "
             "PARAM OP VALUE holds (docket's FUNCTION PARAMETER OPERATOR VALUE); several "
             "PARAM OP VALUE groups make one rule that matches when ALL hold. Operators: "
