@@ -157,11 +157,14 @@ class LivePanel(View):
     def update(self, event: Event) -> None:
         if event["type"] == "state":
             self.state = event["state"].value
-            for name in ("worker", "error"):
-                if event[name]:
-                    self.fields[name] = str(event[name])
-            for name in ("when", "started_at", "completed_at"):
-                moment = event[name]
+            for name, text in (("worker", event["worker"]), ("error", event["error"])):
+                if text:
+                    self.fields[name] = text
+            for name, moment in (
+                ("when", event["when"]),
+                ("started_at", event["started_at"]),
+                ("completed_at", event["completed_at"]),
+            ):
                 if moment:
                     self.fields[name] = local_time(datetime.fromisoformat(moment))
         elif event["current"] is not None:
