@@ -4,7 +4,6 @@ dead letter with the reason, and `docket.dead_letters()` lists it)."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import logging
@@ -18,8 +17,7 @@ import pytest
 
 from docket_nats import CurrentDocket, Docket, TaskKey, Worker
 from docket_nats._wire import TaskEnvelope, encode_envelope
-from docket_nats.cli import build_parser
-from docket_nats.cli._dead_letters import list_dead_letters
+from docket_nats.cli import main
 from docket_nats.worker._executor import Executor
 from docket_nats.worker._puller import Puller
 
@@ -288,12 +286,12 @@ async def test_the_dead_letters_command_lists_parked_tasks(
         await other.add(gone, key="second")(1)
     await worker.run_until_finished()
 
-    def arguments(*extra: str) -> argparse.Namespace:
-        return build_parser().parse_args(
-            ["dead-letters", "--url", nats_url, "--docket", docket.name, *extra]
-        )
+    async def dead_letters(*extra: str) -> int:
+        # The command runs its own event loop: in a thread, beside this test's.
+        arguments = ["dead-letters", "--url", nats_url, "--docket", docket.name, *extra]
+        return await asyncio.to_thread(main, arguments)
 
-    assert await list_dead_letters(arguments("--json")) == 0
+    assert await dead_letters("--json") == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [(row["key"], row["function"], row["worker"]) for row in rows] == [
         ("first", None, worker.name),
@@ -303,7 +301,7 @@ async def test_the_dead_letters_command_lists_parked_tasks(
     assert "unknown task 'gone'" in rows[1]["reason"]
     assert datetime.fromisoformat(rows[0]["parked_at"]) <= datetime.now(UTC)
 
-    assert await list_dead_letters(arguments("--limit", "1")) == 0
+    assert await dead_letters("--limit", "1") == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split() == ["parked_at", "key", "function", "worker", "reason"]
     assert len(table) == 2 and " first " in table[1] and "not a task envelope" in table[1]

@@ -1,24 +1,19 @@
-"""The `docket-nats` command.
+"""The `docket-nats` command, on Typer with Rich output.
 
-Each group of subcommands lives in its own module with a `register(subparsers)`
-function; this module only assembles them and runs the chosen one.
+Each group of subcommands lives in its own module with a `register(app)`
+function; this module only assembles them, runs the chosen one and turns
+errors into one red line and docket's exit codes (2: usage, 1: failure).
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import re
-import sys
 from collections.abc import Sequence
 
-from nats.errors import NoServersError
+import typer
+from typer.exceptions import TyperException
 
 from . import (
     _clear as clear,
-)
-from . import (
-    _common as common,
 )
 from . import (
     _dead_letters as dead_letters,
@@ -47,14 +42,34 @@ from . import (
 from . import (
     _workers as workers,
 )
+from ._common import CommandError
+from ._output import error_line
+
+PROGRAM = "docket-nats"
+
+EXAMPLES = """\
+Examples:
+
+  docket-nats worker --tasks myapp.tasks:tasks --concurrency 20
+
+  docket-nats snapshot --url nats://nats:4222 --docket orders
+
+  docket-nats watch order-1234
+
+  docket-nats workers ls --format json
+"""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="docket-nats",
-        description="Distributed background tasks on NATS JetStream (docket's API).",
+def build_app() -> typer.Typer:
+    app = typer.Typer(
+        name=PROGRAM,
+        help="Distributed background tasks on NATS JetStream, with docket's API.",
+        epilog=EXAMPLES,
+        add_completion=True,
+        rich_markup_mode="rich",
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["--help", "-h"]},
     )
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in (
         worker,
         server,
@@ -67,42 +82,33 @@ def build_parser() -> argparse.ArgumentParser:
         clear,
         version,
     ):
-        module.register(subparsers)
-    return parser
-
-
-def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
-    """Options may come between positional words, as Click (docket's CLI) allows:
-    `strike TASK --url URL PARAM OP VALUE`. argparse stops a `*` positional at
-    the first option, so the words after it come back as extras, in order; a
-    command that takes them says where (`trailing_words`)."""
-    arguments, extras = parser.parse_known_args(argv)
-    if extras:
-        destination = getattr(arguments, "trailing_words", None)
-        if destination is None or any(_looks_like_option(word) for word in extras):
-            parser.error(f"unrecognized arguments: {' '.join(extras)}")
-        getattr(arguments, destination).extend(extras)
-    return arguments
-
-
-def _looks_like_option(word: str) -> bool:
-    return word.startswith("-") and re.fullmatch(r"-\d+(\.\d+)?", word) is None
+        module.register(app)
+    return app
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    arguments = parse(parser, argv)
-    common.configure_logging(arguments)
+    """Run the command line; the exit status. A usage error exits (SystemExit 2)
+    as a Click or argparse program does."""
+    command = typer.main.get_command(build_app())
     try:
-        return asyncio.run(arguments.handler(arguments)) or 0
-    except KeyboardInterrupt:
-        # As docket's (Click's) commands: "Aborted!" and status 1.
-        print("Aborted!", file=sys.stderr)
+        result = command.main(
+            args=list(argv) if argv is not None else None,
+            prog_name=PROGRAM,
+            standalone_mode=False,
+        )
+    except typer.Abort:
+        # As docket's (Click's) commands on Ctrl-C: "Aborted!" and status 1.
+        error_line("Aborted!")
         return 1
-    except NoServersError:
-        where = getattr(arguments, "url", None) or "the embedded local server"
-        print(f"docket-nats: cannot connect to NATS at {where}", file=sys.stderr)
-        return 1
-    except common.CommandError as error:
-        print(f"docket-nats: {error}", file=sys.stderr)
+    except CommandError as error:
+        error_line(str(error), error.fix)
+        if error.status == 2:
+            raise SystemExit(2) from None
         return error.status
+    except TyperException as error:  # Click's usage errors: bad option, value, command
+        status = error.exit_code
+        context = getattr(error, "ctx", None)
+        fix = f"see '{context.command_path} --help'" if context is not None else None
+        error_line(error.format_message(), fix)
+        raise SystemExit(status) from None
+    return result if isinstance(result, int) else 0

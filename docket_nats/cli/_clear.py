@@ -5,28 +5,33 @@ Like docket's it does not ask: scripts and tests call it unattended.
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
+import asyncio
+from typing import Annotated
 
-from ._common import add_docket_options, docket_from
+import typer
+
+from ._common import Target, docket_command, docket_from
+from ._output import say
 
 
-def register(subparsers: Any) -> None:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "clear",
-        help="remove all scheduled and queued tasks",
-        description="Remove every scheduled and queued task of the docket and print how "
-        "many. Running tasks go on.",
-    )
-    add_docket_options(parser)
+def register(app: typer.Typer) -> None:
+    app.command(
+        help="Remove every scheduled and queued task of the docket and print how many. "
+        "Running tasks go on.",
+        epilog="Example: docket-nats clear --url nats://nats:4222 --docket orders",
+    )(docket_command()(clear))
+
+
+def clear(
+    target: Target,
     # Scripts written for an earlier docket-nats passed --yes to skip a prompt
     # that is gone (docket never asks); it stays accepted.
-    parser.add_argument("--yes", "-y", action="store_true", help=argparse.SUPPRESS)
-    parser.set_defaults(handler=clear_docket)
+    yes: Annotated[bool, typer.Option("--yes", "-y", hidden=True)] = False,
+) -> None:
+    cleared = asyncio.run(clear_docket(target))
+    say(f"Cleared {cleared} tasks from docket '{target.name}'")
 
 
-async def clear_docket(arguments: argparse.Namespace) -> int:
-    async with docket_from(arguments) as docket:
-        cleared = await docket.clear()
-    print(f"Cleared {cleared} tasks from docket '{arguments.docket}'", flush=True)
-    return 0
+async def clear_docket(target: Target) -> int:
+    async with docket_from(target) as docket:
+        return await docket.clear()

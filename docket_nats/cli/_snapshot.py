@@ -2,46 +2,85 @@
 
 from __future__ import annotations
 
-import argparse
-import json
+import asyncio
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
+
+import typer
+from rich.text import Text
 
 from .._snapshot import DocketSnapshot
 from ..execution import Execution
-from ._common import (
-    CommandError,
-    add_docket_options,
-    collection_path,
-    docket_from,
-    environment,
+from ._common import Target, docket_command, docket_from, register_collections
+from ._output import (
+    FormatOption,
+    JsonFlag,
+    OutputFormat,
+    json_document,
+    say,
+    show,
+    table,
+    wants_json,
 )
-from ._render import table
+
+STATE_STYLES = {
+    "scheduled": "yellow",
+    "queued": "cyan",
+    "running": "blue",
+    "completed": "green",
+    "failed": "red",
+    "cancelled": "magenta",
+}
 
 
-def register(subparsers: Any) -> None:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "snapshot",
-        help="show the docket's tasks and workers",
-        description="Show how many tasks are scheduled, queued and running, list them "
-        "(up to --limit of each), and the live workers.",
-    )
-    add_docket_options(parser)
-    parser.add_argument("--limit", type=int, default=100, help="list at most this many tasks")
-    parser.add_argument(
-        "--tasks",
-        action="extend",
-        nargs="*",
-        default=None,
-        metavar="TASKS",
-        help="MODULE:ATTR registers a task collection, as docket's (repeatable; "
-        "$DOCKET_TASKS); a bare NAME lists only the tasks of that name",
-    )
-    parser.add_argument(
-        "--stats", action="store_true", help="add task counts by function, as docket's"
-    )
-    parser.add_argument("--json", action="store_true", help="print one JSON document")
-    parser.set_defaults(handler=show_snapshot)
+def register(app: typer.Typer) -> None:
+    app.command(
+        help="Show how many tasks are scheduled, queued and running, list them (up to "
+        "--limit), and the live workers.",
+        epilog="Examples: docket-nats snapshot --stats; docket-nats snapshot --tasks "
+        "send_email --format json; docket-nats snapshot --tasks myapp.tasks:tasks",
+    )(docket_command()(snapshot))
+
+
+def snapshot(
+    target: Target,
+    tasks: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tasks",
+            envvar="DOCKET_TASKS",
+            metavar="TASKS",
+            help="MODULE:ATTR registers a task collection, as docket's; a bare NAME lists "
+            "only the tasks of that name (repeatable; whitespace-separated in $DOCKET_TASKS)",
+        ),
+    ] = None,
+    limit: Annotated[
+        int, typer.Option(envvar="DOCKET_SNAPSHOT_LIMIT", help="list at most this many tasks")
+    ] = 100,
+    stats: Annotated[
+        bool,
+        typer.Option("--stats", envvar="DOCKET_SNAPSHOT_STATS", help="add task counts by function"),
+    ] = False,
+    output_format: FormatOption = OutputFormat.TABLE,
+    json_flag: JsonFlag = False,
+) -> None:
+    given = tasks or []
+    collections = [each for each in given if ":" in each]
+    names = [each for each in given if ":" not in each] or None
+    taken = asyncio.run(take(target, collections, limit))
+    document = as_document(taken, names)
+    if stats:
+        document["stats"] = task_stats(taken)
+    if wants_json(output_format, json_flag):
+        json_document(document)
+    else:
+        render(target, taken, document, limit)
+
+
+async def take(target: Target, collections: list[str], limit: int) -> DocketSnapshot:
+    async with docket_from(target) as docket:
+        register_collections(docket, collections)
+        return await docket.snapshot(limit=limit)
 
 
 def execution_row(execution: Execution) -> dict[str, Any]:
@@ -81,17 +120,6 @@ def as_document(snapshot: DocketSnapshot, names: list[str] | None) -> dict[str, 
     }
 
 
-def task_options(arguments: argparse.Namespace) -> tuple[list[str], list[str] | None]:
-    """--tasks (else $DOCKET_TASKS) split into collections to register and names to list."""
-    given: list[str] | None = arguments.tasks
-    if given is None:
-        from_environment = environment("DOCKET_TASKS")
-        given = from_environment.split() if from_environment else []
-    collections = [each for each in given if ":" in each]
-    names = [each for each in given if ":" not in each]
-    return collections, names or None
-
-
 def task_stats(snapshot: DocketSnapshot) -> list[dict[str, Any]]:
     """Per function: how many run, how many wait, and the span of their due times;
     the busiest first, to show a runaway task."""
@@ -120,81 +148,54 @@ def task_stats(snapshot: DocketSnapshot) -> list[dict[str, Any]]:
     return sorted(by_function.values(), key=lambda counts: (-counts["total"], counts["function"]))
 
 
-async def show_snapshot(arguments: argparse.Namespace) -> int:
-    collections, names = task_options(arguments)
-    async with docket_from(arguments) as docket:
-        for collection in collections:
-            try:
-                docket.register_collection(collection_path(collection))
-            except (ImportError, AttributeError, ValueError, TypeError) as error:
-                raise CommandError(f"--tasks {collection!r}: {error}", status=1) from None
-        snapshot = await docket.snapshot(limit=arguments.limit)
-    document = as_document(snapshot, names)
-    if arguments.stats:
-        document["stats"] = task_stats(snapshot)
-    if arguments.json:
-        print(json.dumps(document, indent=2))
-        return 0
-    now = snapshot.taken
+def render(target: Target, taken: DocketSnapshot, document: dict[str, Any], limit: int) -> None:
+    now = taken.taken
+    workers = document["workers"]
     # docket's title lines, then the exact counts NATS gives besides.
-    print(f"Docket: {docket.name!r}")
-    print(f"as of {local_time(snapshot.taken)}")
-    print(
-        f"{len(document['workers'])} workers, "
-        f"{document['running']}/{document['total_tasks']} running"
-    )
-    print(
+    show(
+        Text(f"Docket: {target.name!r}", style="bold"),
+        f"as of {local_time(now)}",
+        f"{len(workers)} workers, {document['running']}/{document['total_tasks']} running",
         f"{document['total_tasks']} tasks ({document['scheduled']} scheduled, "
-        f"{document['queued']} queued, {document['running']} running), "
-        f"{len(document['workers'])} workers"
+        f"{document['queued']} queued, {document['running']} running), {len(workers)} workers",
     )
-    rows = [
-        [
-            relative(row["when"], now),
-            row["function"],
-            row["key"],
-            row["worker"] or "",
-            relative(row["started_at"], now) if row["started_at"] else "",
-            row["state"],
-        ]
-        for row in document["tasks"]
-    ]
-    if rows:
-        print()
-        print(table(["WHEN", "FUNCTION", "KEY", "WORKER", "STARTED", "STATE"], rows))
-        if snapshot.truncated:
-            print(f"(listing cut at --limit {arguments.limit})")
-    if document["workers"]:
-        print()
-        print(
-            table(
-                ["WORKER", "RUNNING", "CONCURRENCY", "LAST SEEN"],
-                [
-                    [w["name"], str(w["running"]), str(w["concurrency"]), w["last_seen"]]
-                    for w in document["workers"]
-                ],
+    if document["tasks"]:
+        tasks = table(["WHEN", "FUNCTION", "KEY", "WORKER", "STARTED", "STATE"])
+        for row in document["tasks"]:
+            tasks.add_row(
+                relative(row["when"], now),
+                row["function"],
+                row["key"],
+                row["worker"] or "",
+                relative(row["started_at"], now) if row["started_at"] else "",
+                Text(row["state"], style=STATE_STYLES.get(row["state"], "")),
             )
+        show("", tasks)
+        if taken.truncated:
+            say(f"(listing cut at --limit {limit})")
+    if workers:
+        listing = table(["WORKER", "RUNNING", "CONCURRENCY", "LAST SEEN"])
+        for worker in workers:
+            listing.add_row(
+                worker["name"], str(worker["running"]), str(worker["concurrency"]),
+                relative(worker["last_seen"], now),
+            )  # fmt: skip
+        show("", listing)
+    if document.get("stats"):
+        counts_table = table(
+            ["FUNCTION", "TOTAL", "RUNNING", "QUEUED", "OLDEST QUEUED", "LATEST QUEUED"],
+            title="Task Count Statistics by Function",
         )
-    if arguments.stats and document["stats"]:
-        print()
-        print("Task Count Statistics by Function")
-        print(
-            table(
-                ["FUNCTION", "TOTAL", "RUNNING", "QUEUED", "OLDEST QUEUED", "LATEST QUEUED"],
-                [
-                    [
-                        counts["function"],
-                        str(counts["total"]),
-                        str(counts["running"]),
-                        str(counts["queued"]),
-                        relative(counts["oldest_queued"], now) if counts["oldest_queued"] else "",
-                        relative(counts["latest_queued"], now) if counts["latest_queued"] else "",
-                    ]
-                    for counts in document["stats"]
-                ],
+        for counts in document["stats"]:
+            counts_table.add_row(
+                counts["function"],
+                str(counts["total"]),
+                str(counts["running"]),
+                str(counts["queued"]),
+                relative(counts["oldest_queued"], now) if counts["oldest_queued"] else "",
+                relative(counts["latest_queued"], now) if counts["latest_queued"] else "",
             )
-        )
-    return 0
+        show("", counts_table)
 
 
 def local_time(when: datetime) -> str:
@@ -205,7 +206,8 @@ def relative(when: str, now: datetime) -> str:
     """As docket shows times: `in 0:01:30` / `0:00:05 ago` within half an hour,
     else the local time."""
     moment = datetime.fromisoformat(when)
-    ahead = moment - now
+    # Whole seconds: microseconds are noise in a table read by people.
+    ahead = timedelta(seconds=round((moment - now).total_seconds()))
     if abs(ahead) >= timedelta(minutes=30):
         return f"at {local_time(moment)}"
     return f"in {ahead}" if ahead > timedelta(0) else f"{-ahead} ago"

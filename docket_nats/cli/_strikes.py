@@ -16,16 +16,27 @@ Values are typed as docket's CLI types them: a bare value is a string,
 
 from __future__ import annotations
 
-import argparse
+import asyncio
 import importlib
-import json
+import re
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
+import typer
 
-from .._strike_rules import Operator, as_operator
-from ._common import CommandError, add_docket_options, docket_from
+from .._strike_rules import Operator, Rule, as_operator
+from ._common import CommandError, Target, docket_command, docket_from
+from ._output import (
+    FormatOption,
+    JsonFlag,
+    OutputFormat,
+    json_document,
+    say,
+    show,
+    table,
+    wants_json,
+)
 
 
 def typed_value(text: str) -> Any:
@@ -74,36 +85,56 @@ def conditions_of(words: list[str]) -> list[tuple[str, Operator, Any]]:
     return conditions
 
 
-def register(subparsers: Any) -> None:
-    for name, verb in (("strike", "strike"), ("restore", "restore")):
-        parser: argparse.ArgumentParser = subparsers.add_parser(
-            name,
-            help=f"{verb} a task or the calls whose arguments match",
-            description=(
-                f"{verb.capitalize()} TASK ('*' or '' for every task), optionally only the "
-                "calls where PARAM OP VALUE holds (docket's FUNCTION PARAMETER OPERATOR VALUE); "
-                "several PARAM OP VALUE groups make one rule that matches when ALL hold. "
-                "Operators: "
-                + ", ".join(each.value for each in Operator)
-                + ". Values: a bare string, or TYPE:VALUE (int:5, bool:true, "
-                "decimal.Decimal:9.99)."
-            ),
-        )
-        add_docket_options(parser)
-        parser.add_argument(
-            "task", nargs="?", default="*", metavar="TASK", help="task name, or '*' for every task"
-        )
-        parser.add_argument(
-            "condition", nargs="*", metavar="PARAM OP VALUE", help="conditions (ALL must hold)"
-        )
-        parser.set_defaults(handler=change, direction=name, trailing_words="condition")
+EXAMPLES = """\
+Examples:
 
-    listing: argparse.ArgumentParser = subparsers.add_parser(
-        "strikes", help="list the strike rules in effect", description="List the strike rules."
-    )
-    add_docket_options(listing)
-    listing.add_argument("--json", action="store_true", help="one JSON document")
-    listing.set_defaults(handler=list_rules)
+  docket-nats strike process_order
+
+  docket-nats strike process_order customer_id == 12345
+
+  docket-nats strike '*' customer_id == 12345
+
+  docket-nats strike process_order customer_id == 12345 amount '>' int:1000
+
+  docket-nats restore process_order customer_id == 12345
+"""
+
+
+def register(app: typer.Typer) -> None:
+    for verb, run in (("strike", strike), ("restore", restore)):
+        app.command(
+            verb,
+            short_help=f"{verb.capitalize()} a task, or its calls whose arguments match.",
+            help=f"{verb.capitalize()} TASK ('*' or '' for every task), or only its calls where "
+            "PARAM OP VALUE holds (docket's FUNCTION PARAMETER OPERATOR VALUE); several "
+            "PARAM OP VALUE groups make one rule that matches when ALL hold. Operators: "
+            + ", ".join(each.value for each in Operator)
+            + ". Values: a bare string, or TYPE:VALUE (int:5, bool:true, decimal.Decimal:9.99).",
+            epilog=EXAMPLES,
+            # A condition's value may look like an option (-5): unknown options
+            # come through as words, and `conditions_of` refuses real ones.
+            context_settings={"ignore_unknown_options": True},
+        )(docket_command()(run))
+    app.command(
+        "strikes",
+        help="List the strike rules in effect.",
+        epilog="Example: docket-nats strikes --format json",
+    )(docket_command()(list_rules))
+
+
+Task = Annotated[str, typer.Argument(metavar="TASK", help="task name, or '*' for every task")]
+Conditions = Annotated[
+    list[str] | None,
+    typer.Argument(metavar="[PARAM OP VALUE]...", help="conditions (ALL must hold)"),
+]
+
+
+def strike(target: Target, task: Task = "*", condition: Conditions = None) -> None:
+    change(target, "strike", task, condition or [])
+
+
+def restore(target: Target, task: Task = "*", condition: Conditions = None) -> None:
+    change(target, "restore", task, condition or [])
 
 
 def _wildcard(word: str) -> bool:
@@ -118,56 +149,83 @@ def announcement(verb: str, task: str | None, conditions: list[tuple[str, Operat
     return f"{verb} {task or '(all tasks)'} {shown}"
 
 
-async def change(arguments: argparse.Namespace) -> int:
-    task = None if _wildcard(arguments.task) else arguments.task
-    conditions = conditions_of(arguments.condition)
+def change(target: Target, direction: str, task_word: str, words: list[str]) -> None:
+    for word in words:
+        if _looks_like_option(word):
+            raise CommandError(
+                f"No such option: {word}", fix=f"see 'docket-nats {direction} --help'"
+            )
+    task = None if _wildcard(task_word) else task_word
+    conditions = conditions_of(words)
     if conditions and _wildcard(conditions[0][0]):
         # docket: a '*' parameter means none; whatever follows it is ignored.
         conditions = []
     if task is None and not conditions:
-        raise CommandError("Must provide either a function and/or a parameter")
+        raise CommandError(
+            "Must provide either a function and/or a parameter",
+            fix=f"e.g. docket-nats {direction} TASK, or {direction} '*' PARAM OP VALUE",
+        )
+    if len({name for name, _, _ in conditions[1:]}) != len(conditions[1:]):
+        raise CommandError("a parameter may appear only once in a rule (besides the first)")
+    striking = direction == "strike"
+    say(announcement("Striking" if striking else "Restoring", task, conditions))
+    docket_name = asyncio.run(apply(target, striking, task, conditions))
+    shown = ", ".join(f"{p} {o.value} {v!r}" for p, o, v in conditions) or "*"
+    done = "Struck" if striking else "Restored"
+    say(f"{done} {task or '*'}({shown}) in the docket {docket_name!r}")
+
+
+def _looks_like_option(word: str) -> bool:
+    return word.startswith("-") and re.fullmatch(r"-\d+(\.\d+)?", word) is None
+
+
+async def apply(
+    target: Target, striking: bool, task: str | None, conditions: list[tuple[str, Operator, Any]]
+) -> str:
     parameter, operator, value = conditions[0] if conditions else (None, Operator.EQUAL, None)
     more = {name: (op.value, item) for name, op, item in conditions[1:]}
-    if len(more) != len(conditions[1:]):
-        raise CommandError("a parameter may appear only once in a rule (besides the first)")
-    striking = arguments.direction == "strike"
-    print(announcement("Striking" if striking else "Restoring", task, conditions), flush=True)
-    async with docket_from(arguments) as docket:
+    async with docket_from(target) as docket:
         method = docket.strike if striking else docket.restore
         try:
             await method(task, parameter, operator, value, **more)
         except (ValueError, TypeError) as error:
             raise CommandError(str(error), status=1) from None
-    shown = ", ".join(f"{p} {o.value} {v!r}" for p, o, v in conditions) or "*"
-    done = "Struck" if striking else "Restored"
-    print(f"{done} {task or '*'}({shown}) in the docket {docket.name!r}", flush=True)
-    return 0
+        return docket.name
 
 
-async def list_rules(arguments: argparse.Namespace) -> int:
-    async with docket_from(arguments) as docket:
-        rules = docket.strike_list.rules()
-    if arguments.json:
-        document = [
+def rule_document(rule: Rule) -> dict[str, Any]:
+    return {
+        "key": rule.key,
+        "task": rule.function,
+        "conditions": [
             {
-                "key": rule.key,
-                "task": rule.function,
-                "conditions": [
-                    {
-                        "parameter": condition.parameter,
-                        "operator": condition.operator.value,
-                        "value": msgspec.to_builtins(condition.value),
-                        "type": type(condition.value).__name__,
-                    }
-                    for condition in rule.conditions
-                ],
+                "parameter": condition.parameter,
+                "operator": condition.operator.value,
+                "value": msgspec.to_builtins(condition.value),
+                "type": type(condition.value).__name__,
             }
-            for rule in rules
-        ]
-        print(json.dumps(document, indent=2), flush=True)
-    elif not rules:
-        print(f"No strike rules in the docket {docket.name!r}", flush=True)
-    else:
-        for rule in rules:
-            print(rule, flush=True)
-    return 0
+            for condition in rule.conditions
+        ],
+    }
+
+
+def list_rules(
+    target: Target, output_format: FormatOption = OutputFormat.TABLE, json_flag: JsonFlag = False
+) -> None:
+    rules = asyncio.run(current_rules(target))
+    if wants_json(output_format, json_flag):
+        json_document([rule_document(rule) for rule in rules])
+        return
+    if not rules:
+        say(f"No strike rules in the docket {target.name!r}")
+        return
+    shown = table(["TASK", "WHEN ALL HOLD"], title=f"Strike rules in Docket: {target.name}")
+    for rule in rules:
+        conditions = " and ".join(str(condition) for condition in rule.conditions)
+        shown.add_row(rule.function or "*", conditions or "(every call)")
+    show(shown)
+
+
+async def current_rules(target: Target) -> list[Rule]:
+    async with docket_from(target) as docket:
+        return list(docket.strike_list.rules())

@@ -2,48 +2,72 @@
 
 from __future__ import annotations
 
-import argparse
+import asyncio
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
+
+import typer
 
 from .. import tasks
 from ..execution import TaskFunction
-from ._common import add_docket_options, docket_from, duration
+from ._common import Target, docket_command, docket_from, duration
+from ._output import say
+
+Delay = Annotated[
+    timedelta,
+    typer.Option(
+        parser=duration,
+        envvar="DOCKET_TASK_DELAY",
+        metavar="DURATION",
+        show_default="0",
+        help="add it this much later (90, 90s, 5m, 1h, mm:ss, hh:mm:ss)",
+    ),
+]
+Message = Annotated[str, typer.Argument(help="the message")]
 
 
-def register(subparsers: Any) -> None:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "tasks", help="add a built-in task", description="Add one of the built-in tasks."
+def register(app: typer.Typer) -> None:
+    group = typer.Typer(help="Add one of the built-in tasks (for trying out a worker).")
+
+    @group.command(
+        help="Add a task that logs MESSAGE on the worker.",
+        epilog="Example: docket-nats tasks trace 'hello' --delay 5m",
     )
-    commands = parser.add_subparsers(dest="task", required=True, metavar="TASK")
-    for name, help_text, argument in (
-        ("trace", "add a task that logs MESSAGE on the worker", "message"),
-        ("fail", "add a task that fails with MESSAGE (retried once)", "message"),
-        ("sleep", "add a task that sleeps SECONDS", "seconds"),
-    ):
-        command = commands.add_parser(name, help=help_text, description=help_text)
-        add_docket_options(command)
-        if argument == "message":
-            command.add_argument("message", nargs="?", default="Howdy!", help="the message")
-        else:
-            command.add_argument("seconds", nargs="?", type=float, default=1.0)
-        command.add_argument(
-            "--delay",
-            type=duration,
-            default=timedelta(0),
-            help="add it this much later (docket's durations: 90, 90s, 5m, 1h, mm:ss, hh:mm:ss)",
-        )
-        command.set_defaults(handler=add_task, function=getattr(tasks, name), argument=argument)
+    @docket_command()
+    def trace(target: Target, message: Message = "Howdy!", delay: Delay = timedelta(0)) -> None:
+        add(target, tasks.trace, message, delay)
+
+    @group.command(
+        help="Add a task that fails with MESSAGE (retried once).",
+        epilog="Example: docket-nats tasks fail 'on purpose'",
+    )
+    @docket_command()
+    def fail(target: Target, message: Message = "Howdy!", delay: Delay = timedelta(0)) -> None:
+        add(target, tasks.fail, message, delay)
+
+    @group.command(
+        help="Add a task that sleeps SECONDS.",
+        epilog="Example: docket-nats tasks sleep 2.5 --delay 01:30",
+    )
+    @docket_command()
+    def sleep(
+        target: Target,
+        seconds: Annotated[float, typer.Argument(help="how long")] = 1.0,
+        delay: Delay = timedelta(0),
+    ) -> None:
+        add(target, tasks.sleep, seconds, delay)
+
+    app.add_typer(group, name="tasks")
 
 
-async def add_task(arguments: argparse.Namespace) -> int:
-    function: TaskFunction = arguments.function
-    value = getattr(arguments, arguments.argument)
-    async with docket_from(arguments) as docket:
-        when = datetime.now(UTC) + arguments.delay
-        execution = await docket.add(function, when)(value)
-        print(
-            f"Added {execution.function_name} task {execution.key!r} to the docket {docket.name!r}",
-            flush=True,
-        )
-    return 0
+def add(target: Target, function: TaskFunction, value: Any, delay: timedelta) -> None:
+    name, key, docket_name = asyncio.run(add_task(target, function, value, delay))
+    say(f"Added {name} task {key!r} to the docket {docket_name!r}")
+
+
+async def add_task(
+    target: Target, function: TaskFunction, value: Any, delay: timedelta
+) -> tuple[str, str, str]:
+    async with docket_from(target) as docket:
+        execution = await docket.add(function, datetime.now(UTC) + delay)(value)
+        return execution.function_name, execution.key, docket.name

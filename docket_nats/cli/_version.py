@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
+import typer
+
+from ._output import say
 
 
-def register(subparsers: Any) -> None:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "version", help="print the version", description="Print docket-nats's version."
-    )
-    parser.set_defaults(handler=print_version)
+def register(app: typer.Typer) -> None:
+    app.command(help="Print docket-nats's version.")(version)
 
 
-async def print_version(arguments: argparse.Namespace) -> int:
+def version() -> None:
     from .. import __version__
 
-    print(__version__)
-    return 0
+    say(__version__)

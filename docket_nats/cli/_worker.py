@@ -9,24 +9,24 @@ NATS pushes work, so there is nothing to tune.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import signal
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
+
+import typer
 
 from .._metrics_exporter import serve_metrics
 from ..worker import Worker
 from ._common import (
-    CommandError,
-    add_docket_options,
-    collection_path,
+    Target,
+    docket_command,
     docket_from,
     duration,
-    environment,
-    flag_from_environment,
     imported,
+    register_collections,
 )
 from ._healthcheck import serve_healthcheck
 
@@ -35,197 +35,234 @@ logger = logging.getLogger("docket_nats.cli")
 DEFAULT_TASKS = ["docket_nats.tasks:standard_tasks"]
 
 
-def positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is smaller than the minimum of 1")
+def at_least_one(value: int | None) -> int | None:
+    if value is not None and value < 1:
+        raise typer.BadParameter(f"{value} is smaller than the minimum of 1")
     return value
 
 
-def register(subparsers: Any) -> None:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "worker", help="run a worker", description="Run a worker until SIGTERM or SIGINT."
+def register(app: typer.Typer) -> None:
+    app.command(
+        help="Run a worker until SIGTERM or SIGINT.",
+        epilog=EXAMPLES,
+    )(docket_command(allow_memory=True)(worker))
+
+
+EXAMPLES = """\
+Examples:
+
+  docket-nats worker --tasks myapp.tasks:tasks --concurrency 20
+
+  DOCKET_URL=nats://nats:4222 DOCKET_TASKS=myapp.tasks:tasks docket-nats worker
+
+  docket-nats worker --until-finished --healthcheck-port 8080 --metrics-port 9090
+"""
+
+COMPATIBILITY = "docket compatibility (no effect on NATS)"
+
+
+def _duration_option(variable: str, help: str, panel: str | None = None) -> Any:
+    return typer.Option(
+        parser=duration, envvar=variable, metavar="DURATION", help=help, rich_help_panel=panel
     )
-    add_docket_options(parser, allow_memory=True)
-    parser.add_argument(
-        "--tasks",
-        action="append",
-        default=None,
-        metavar="MODULE:ATTR",
-        help="a collection of task functions to register (repeatable; $DOCKET_TASKS, "
-        "whitespace-separated; default: docket_nats.tasks:standard_tasks)",
-    )
-    parser.add_argument(
-        "--name",
-        default=environment("DOCKET_WORKER_NAME"),
-        help="worker name ($DOCKET_WORKER_NAME; default: host#pid)",
-    )
-    parser.add_argument(
-        "--concurrency",
-        type=int,
-        default=environment("DOCKET_WORKER_CONCURRENCY") or "10",
-        help="tasks run at once ($DOCKET_WORKER_CONCURRENCY; default: 10)",
-    )
-    parser.add_argument(
-        "--redelivery-timeout",
-        type=duration,
-        default=environment("DOCKET_WORKER_REDELIVERY_TIMEOUT") or "5m",
-        metavar="DURATION",
-        help="how long a dead worker's tasks wait before another worker runs them "
-        "($DOCKET_WORKER_REDELIVERY_TIMEOUT; default: 5m; 90, 90s, 5m, 1h, mm:ss)",
-    )
-    parser.add_argument(
-        "--shutdown-grace",
-        type=duration,
-        default=environment("DOCKET_WORKER_SHUTDOWN_GRACE") or "30",
-        metavar="DURATION",
-        help="on SIGTERM, how long running tasks get to finish before they are handed "
-        "back ($DOCKET_WORKER_SHUTDOWN_GRACE; default: 30s)",
-    )
-    parser.add_argument(
-        "--until-finished",
-        action="store_true",
-        help="exit once nothing is scheduled, queued or running",
-    )
-    parser.add_argument(
-        "--fallback-task",
-        default=environment("DOCKET_FALLBACK_TASK"),
-        metavar="MODULE:ATTR",
-        help="a task that runs in place of unknown ones ($DOCKET_FALLBACK_TASK; "
-        "default: park them as dead letters)",
-    )
-    parser.add_argument(
-        "--dependencies",
-        default=environment("DOCKET_WORKER_DEPENDENCIES"),
-        metavar="MODULE:ATTR",
-        help="a mapping or sequence of dependencies run around every task "
-        "($DOCKET_WORKER_DEPENDENCIES)",
-    )
-    parser.add_argument(
-        "--schedule-automatic-tasks",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="schedule Perpetual(automatic=True) tasks at start "
-        "($DOCKET_WORKER_SCHEDULE_AUTOMATIC_TASKS; default: yes)",
-    )
-    parser.add_argument(
-        "--healthcheck-port",
-        type=int,
-        default=environment("DOCKET_WORKER_HEALTHCHECK_PORT"),
-        help="answer HTTP GETs with 200 OK on this port while running "
-        "($DOCKET_WORKER_HEALTHCHECK_PORT; 0: a free port)",
-    )
-    parser.add_argument(
-        "--metrics-port",
-        type=int,
-        default=environment("DOCKET_WORKER_METRICS_PORT"),
-        help="serve Prometheus metrics on PORT/metrics ($DOCKET_WORKER_METRICS_PORT; "
-        "0: a free port)",
-    )
-    parser.add_argument(
-        "--http-host",
-        default=environment("DOCKET_WORKER_HTTP_HOST") or "0.0.0.0",
-        help="the address the healthcheck and metrics endpoints listen on "
-        "($DOCKET_WORKER_HTTP_HOST; default: 0.0.0.0, every interface, as docket)",
-    )
-    parser.add_argument(
-        "--allow-pickle",
-        action="store_true",
-        help="accept pickled arguments (trusted producers only: unpickling runs code)",
-    )
+
+
+def worker(
+    target: Target,
+    tasks: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tasks",
+            envvar="DOCKET_TASKS",
+            metavar="MODULE:ATTR",
+            show_default=DEFAULT_TASKS[0],
+            help="a collection of task functions to register (repeatable; "
+            "whitespace-separated in $DOCKET_TASKS)",
+        ),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(envvar="DOCKET_WORKER_NAME", show_default="host#pid", help="worker name"),
+    ] = None,
+    concurrency: Annotated[
+        int, typer.Option(envvar="DOCKET_WORKER_CONCURRENCY", help="tasks run at once")
+    ] = 10,
+    redelivery_timeout: Annotated[
+        timedelta,
+        _duration_option(
+            "DOCKET_WORKER_REDELIVERY_TIMEOUT",
+            "how long a dead worker's tasks wait before another worker runs them",
+        ),
+    ] = timedelta(minutes=5),
+    shutdown_grace: Annotated[
+        timedelta,
+        _duration_option(
+            "DOCKET_WORKER_SHUTDOWN_GRACE",
+            "on SIGTERM, how long running tasks get to finish before they are handed back",
+        ),
+    ] = timedelta(seconds=30),
+    until_finished: Annotated[
+        bool,
+        typer.Option(
+            "--until-finished",
+            envvar="DOCKET_WORKER_UNTIL_FINISHED",
+            help="exit once nothing is scheduled, queued or running",
+        ),
+    ] = False,
+    fallback_task: Annotated[
+        str | None,
+        typer.Option(
+            envvar="DOCKET_FALLBACK_TASK",
+            metavar="MODULE:ATTR",
+            show_default="park them as dead letters",
+            help="a task that runs in place of unknown ones",
+        ),
+    ] = None,
+    dependencies: Annotated[
+        str | None,
+        typer.Option(
+            envvar="DOCKET_WORKER_DEPENDENCIES",
+            metavar="MODULE:ATTR",
+            help="a mapping or sequence of dependencies run around every task",
+        ),
+    ] = None,
+    schedule_automatic_tasks: Annotated[
+        bool,
+        typer.Option(
+            "--schedule-automatic-tasks/--no-schedule-automatic-tasks",
+            envvar="DOCKET_WORKER_SCHEDULE_AUTOMATIC_TASKS",
+            help="schedule Perpetual(automatic=True) tasks at start",
+        ),
+    ] = True,
+    healthcheck_port: Annotated[
+        int | None,
+        typer.Option(
+            envvar="DOCKET_WORKER_HEALTHCHECK_PORT",
+            help="answer HTTP GETs with 200 OK on this port while running (0: a free port)",
+        ),
+    ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            envvar="DOCKET_WORKER_METRICS_PORT",
+            help="serve Prometheus metrics on PORT/metrics (0: a free port)",
+        ),
+    ] = None,
+    http_host: Annotated[
+        str,
+        typer.Option(
+            envvar="DOCKET_WORKER_HTTP_HOST",
+            help="the address the healthcheck and metrics endpoints listen on "
+            "(every interface by default, as docket)",
+        ),
+    ] = "0.0.0.0",
+    allow_pickle: Annotated[
+        bool,
+        typer.Option(
+            "--allow-pickle",
+            envvar="DOCKET_ALLOW_PICKLE",
+            help="accept pickled arguments (trusted producers only: unpickling runs code)",
+        ),
+    ] = False,
     # docket's knobs for its Redis polling: accepted so that docket's deploy
     # scripts run, kept by the Worker, without effect on NATS (it pushes work).
-    parser.add_argument(
-        "--message-batch",
-        type=positive,
-        default=environment("DOCKET_WORKER_MESSAGE_BATCH"),
-        help="accepted for docket compatibility; no effect ($DOCKET_WORKER_MESSAGE_BATCH)",
-    )
-    for option, variable in (
-        ("--reconnection-delay", "DOCKET_WORKER_RECONNECTION_DELAY"),
-        ("--minimum-check-interval", "DOCKET_WORKER_MINIMUM_CHECK_INTERVAL"),
-        ("--scheduling-resolution", "DOCKET_WORKER_SCHEDULING_RESOLUTION"),
-    ):
-        parser.add_argument(
-            option,
-            type=duration,
-            default=environment(variable),
-            metavar="DURATION",
-            help=f"accepted for docket compatibility (${variable})"
-            + (
-                "; paces --until-finished's emptiness check"
-                if option == "--minimum-check-interval"
-                else "; no effect"
-            ),
-        )
-    parser.add_argument(
-        "--enable-internal-instrumentation",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="accepted for docket compatibility; no effect "
-        "($DOCKET_WORKER_ENABLE_INTERNAL_INSTRUMENTATION)",
-    )
-    parser.set_defaults(handler=run_worker)
-
-
-def task_collections(arguments: argparse.Namespace) -> list[str]:
-    """--tasks, else $DOCKET_TASKS (whitespace-separated, as docket's CLI splits it)."""
-    if arguments.tasks:
-        return list(arguments.tasks)
-    from_environment = environment("DOCKET_TASKS")
-    return from_environment.split() if from_environment else DEFAULT_TASKS
-
-
-def worker_options(arguments: argparse.Namespace) -> dict[str, Any]:
-    """The Worker's keyword arguments from the command line (and environment)."""
-    options: dict[str, Any] = {
-        "name": arguments.name,
-        "concurrency": arguments.concurrency,
-        "redelivery_timeout": arguments.redelivery_timeout,
-        "shutdown_grace": arguments.shutdown_grace,
-        "schedule_automatic_tasks": (
-            arguments.schedule_automatic_tasks
-            if arguments.schedule_automatic_tasks is not None
-            else flag_from_environment("DOCKET_WORKER_SCHEDULE_AUTOMATIC_TASKS", True)
+    message_batch: Annotated[
+        int | None,
+        typer.Option(
+            envvar="DOCKET_WORKER_MESSAGE_BATCH",
+            callback=at_least_one,
+            rich_help_panel=COMPATIBILITY,
+            help="accepted for docket compatibility; no effect",
         ),
-        "enable_internal_instrumentation": instrumentation(arguments),
+    ] = None,
+    reconnection_delay: Annotated[
+        timedelta | None,
+        _duration_option(
+            "DOCKET_WORKER_RECONNECTION_DELAY", "accepted for docket compatibility", COMPATIBILITY
+        ),
+    ] = None,
+    minimum_check_interval: Annotated[
+        timedelta | None,
+        _duration_option(
+            "DOCKET_WORKER_MINIMUM_CHECK_INTERVAL",
+            "paces --until-finished's emptiness check",
+            COMPATIBILITY,
+        ),
+    ] = None,
+    scheduling_resolution: Annotated[
+        timedelta | None,
+        _duration_option(
+            "DOCKET_WORKER_SCHEDULING_RESOLUTION",
+            "accepted for docket compatibility",
+            COMPATIBILITY,
+        ),
+    ] = None,
+    enable_internal_instrumentation: Annotated[
+        bool,
+        typer.Option(
+            "--enable-internal-instrumentation/--no-enable-internal-instrumentation",
+            envvar="DOCKET_WORKER_ENABLE_INTERNAL_INSTRUMENTATION",
+            rich_help_panel=COMPATIBILITY,
+            help="accepted for docket compatibility",
+        ),
+    ] = False,
+) -> None:
+    options: dict[str, Any] = {
+        "name": name,
+        "concurrency": concurrency,
+        "redelivery_timeout": redelivery_timeout,
+        "shutdown_grace": shutdown_grace,
+        "schedule_automatic_tasks": schedule_automatic_tasks,
+        "enable_internal_instrumentation": enable_internal_instrumentation,
     }
-    if arguments.fallback_task:
-        options["fallback_task"] = imported(arguments.fallback_task, "--fallback-task")
-    if arguments.dependencies:
-        options["dependencies"] = imported(arguments.dependencies, "--dependencies")
-    if arguments.message_batch is not None:
-        options["message_batch"] = arguments.message_batch
-    for name in ("reconnection_delay", "minimum_check_interval", "scheduling_resolution"):
-        value: timedelta | None = getattr(arguments, name)
+    if fallback_task:
+        options["fallback_task"] = imported(fallback_task, "--fallback-task")
+    if dependencies:
+        options["dependencies"] = imported(dependencies, "--dependencies")
+    if message_batch is not None:
+        options["message_batch"] = message_batch
+    for option, value in (
+        ("reconnection_delay", reconnection_delay),
+        ("minimum_check_interval", minimum_check_interval),
+        ("scheduling_resolution", scheduling_resolution),
+    ):
         if value is not None:
-            options[name] = value
-    return options
+            options[option] = value
+    settings = Settings(
+        collections=tasks or DEFAULT_TASKS,
+        until_finished=until_finished,
+        healthcheck_port=healthcheck_port,
+        metrics_port=metrics_port,
+        http_host=http_host,
+        allow_pickle=allow_pickle,
+    )
+    asyncio.run(run_worker(target, settings, options))
 
 
-def instrumentation(arguments: argparse.Namespace) -> bool:
-    if arguments.enable_internal_instrumentation is not None:
-        return bool(arguments.enable_internal_instrumentation)
-    return flag_from_environment("DOCKET_WORKER_ENABLE_INTERNAL_INSTRUMENTATION", False)
+@dataclass(frozen=True)
+class Settings:
+    """What the command does around the Worker (its own options go to Worker())."""
+
+    collections: list[str]
+    until_finished: bool
+    healthcheck_port: int | None
+    metrics_port: int | None
+    http_host: str
+    allow_pickle: bool
 
 
-async def run_worker(arguments: argparse.Namespace) -> int:
-    options = worker_options(arguments)
+async def run_worker(target: Target, settings: Settings, options: dict[str, Any]) -> None:
     async with (
-        serve_healthcheck(arguments.healthcheck_port, arguments.http_host),
+        serve_healthcheck(settings.healthcheck_port, settings.http_host),
         docket_from(
-            arguments,
+            target,
             lasting=True,
-            allow_pickle=arguments.allow_pickle,
+            allow_pickle=settings.allow_pickle,
             enable_internal_instrumentation=options["enable_internal_instrumentation"],
         ) as docket,
-        serve_metrics(docket, arguments.metrics_port, arguments.http_host),
+        serve_metrics(docket, settings.metrics_port, settings.http_host),
     ):
-        for collection in task_collections(arguments):
-            try:
-                docket.register_collection(collection_path(collection))
-            except (ImportError, AttributeError, ValueError, TypeError) as error:
-                raise CommandError(f"--tasks {collection!r}: {error}", status=1) from None
+        register_collections(docket, settings.collections)
         async with Worker(docket, **options) as worker:
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGTERM, signal.SIGINT):
@@ -237,8 +274,7 @@ async def run_worker(arguments: argparse.Namespace) -> int:
                 docket.name,
                 ", ".join(sorted(docket.tasks)),
             )
-            if arguments.until_finished:
+            if settings.until_finished:
                 await worker.run_until_finished()
             else:
                 await worker.run_forever()
-    return 0

@@ -1,62 +1,96 @@
-"""`docket-nats workers` and `workers for-task TASK`: the live workers."""
+"""`docket-nats workers [ls]` and `workers for-task TASK`: the live workers."""
 
 from __future__ import annotations
 
-import argparse
-import json
-from typing import Any
+import asyncio
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
 
 from .._worker_registry import WorkerInfo
-from ._common import add_docket_options, docket_from
-from ._render import table
+from ._common import Target, docket_command, docket_from
+from ._output import (
+    FormatOption,
+    JsonFlag,
+    OutputFormat,
+    json_line,
+    say,
+    show,
+    table,
+    wants_json,
+)
 
 
-def register(subparsers: Any) -> None:
-    parser: argparse.ArgumentParser = subparsers.add_parser(
-        "workers", help="list the live workers", description="List the live workers."
+def register(app: typer.Typer) -> None:
+    group = typer.Typer(
+        help="List the live workers (bare `workers` is `workers ls`).",
+        epilog="Examples: docket-nats workers ls --format json; docket-nats workers for-task trace",
+        invoke_without_command=True,
     )
-    add_docket_options(parser)
-    parser.add_argument("--json", action="store_true", help="one JSON object per line")
-    parser.set_defaults(handler=list_workers, task=None)
-    commands = parser.add_subparsers(dest="workers_command", metavar="COMMAND")
-    # docket's spelling of the bare `workers` listing.
-    listing = commands.add_parser(
-        "ls", help="list the live workers", description="List the live workers."
-    )
-    add_docket_options(listing)
-    listing.add_argument("--json", action="store_true", help="one JSON object per line")
-    listing.set_defaults(handler=list_workers, task=None)
-    for_task = commands.add_parser(
-        "for-task",
-        help="list the live workers that can run TASK",
-        description="List the live workers that can run TASK.",
-    )
-    add_docket_options(for_task)
-    for_task.add_argument("task", help="a task name")
-    for_task.add_argument("--json", action="store_true", help="one JSON object per line")
-    for_task.set_defaults(handler=list_workers)
+
+    @group.callback()
+    @docket_command()
+    def everyone(
+        target: Target,
+        context: typer.Context,
+        output_format: FormatOption = OutputFormat.TABLE,
+        json_flag: JsonFlag = False,
+    ) -> None:
+        # Typer hands the group's options to this callback; with a subcommand
+        # named, that subcommand does the listing.
+        if context.invoked_subcommand is None:
+            list_workers(target, None, wants_json(output_format, json_flag))
+
+    @group.command("ls", help="List the live workers.")
+    @docket_command()
+    def listing(
+        target: Target,
+        output_format: FormatOption = OutputFormat.TABLE,
+        json_flag: JsonFlag = False,
+    ) -> None:
+        list_workers(target, None, wants_json(output_format, json_flag))
+
+    @group.command("for-task", help="List the live workers that can run TASK.")
+    @docket_command()
+    def for_task(
+        target: Target,
+        task: Annotated[str, typer.Argument(help="a task name")],
+        output_format: FormatOption = OutputFormat.TABLE,
+        json_flag: JsonFlag = False,
+    ) -> None:
+        list_workers(target, task, wants_json(output_format, json_flag))
+
+    app.add_typer(group, name="workers")
 
 
-async def list_workers(arguments: argparse.Namespace) -> int:
-    async with docket_from(arguments) as docket:
-        if arguments.task is None:
-            workers = await docket.workers()
-        else:
-            workers = await docket.task_workers(arguments.task)
-    workers = sorted(workers, key=lambda worker: worker.name)
-    if arguments.json:
+def list_workers(target: Target, task: str | None, as_json: bool) -> None:
+    workers = sorted(asyncio.run(live_workers(target, task)), key=lambda worker: worker.name)
+    if as_json:
         for worker in workers:
-            print(json.dumps(as_row(worker)))
+            json_line(as_row(worker))
     elif workers:
-        rows = [
-            [w.name, str(w.running), str(w.concurrency), w.last_seen.isoformat(), str(len(w.tasks))]
-            for w in workers
-        ]
-        print(f"Workers in Docket: {arguments.docket}")
-        print(table(["WORKER", "RUNNING", "CONCURRENCY", "LAST SEEN", "TASKS"], rows))
+        show(workers_table(workers, f"Workers in Docket: {target.name}"))
     else:
-        print("No workers." if arguments.task is None else f"No workers for {arguments.task!r}.")
-    return 0
+        say("No workers." if task is None else f"No workers for {task!r}.")
+
+
+async def live_workers(target: Target, task: str | None) -> list[WorkerInfo]:
+    async with docket_from(target) as docket:
+        return list(await (docket.workers() if task is None else docket.task_workers(task)))
+
+
+def workers_table(workers: list[WorkerInfo], title: str) -> Table:
+    shown = table(["WORKER", "RUNNING", "CONCURRENCY", "LAST SEEN", "TASKS"], title=title)
+    for worker in workers:
+        shown.add_row(
+            worker.name,
+            str(worker.running),
+            str(worker.concurrency),
+            worker.last_seen.isoformat(timespec="seconds"),
+            str(len(worker.tasks)),
+        )
+    return shown
 
 
 def as_row(worker: WorkerInfo) -> dict[str, Any]:
