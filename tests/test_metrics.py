@@ -9,6 +9,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from http_probe import http_get
 
 from docket_nats import Cooldown, Docket, Retry, Worker, tasks
 from docket_nats._embedded import free_port
@@ -20,13 +21,7 @@ SAMPLE = re.compile(r"^(?P<name>[a-z_]+)(?:\{(?P<labels>[^}]*)\})? (?P<value>[-0
 
 
 async def scrape(port: int, path: str = "/metrics") -> tuple[int, str]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-    await writer.drain()
-    response = (await reader.read()).decode()
-    writer.close()
-    head, _, body = response.partition("\r\n\r\n")
-    return int(head.split(" ", 2)[1]), body
+    return await http_get(port, path)
 
 
 def parse(body: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

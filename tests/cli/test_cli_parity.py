@@ -11,13 +11,14 @@ import re
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import cli_parity_tasks
 import pytest
 import typer
+from http_probe import http_get
 
 import docket_nats
 from docket_nats import Docket, Worker, tasks
@@ -68,16 +69,6 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
-
-
-async def http_get(port: int, path: str = "/") -> tuple[int, str]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-    await writer.drain()
-    response = (await reader.read()).decode()
-    writer.close()
-    head, _, body = response.partition("\r\n\r\n")
-    return int(head.split(" ", 2)[1]), body
 
 
 async def answering(port: int, path: str = "/") -> tuple[int, str]:
@@ -354,17 +345,6 @@ async def test_builtin_tasks_with_dockets_delays(docket: Docket, nats_url: str) 
 
 
 # -- observing: workers, snapshot, watch, clear --------------------------------------
-
-
-@pytest.fixture
-async def live_worker(docket: Docket, worker: Worker) -> AsyncIterator[Worker]:
-    running = asyncio.create_task(worker.run_forever())
-    async with asyncio.timeout(10):
-        while not await docket.workers():  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
-    yield worker
-    worker.stop()
-    await running
 
 
 async def test_workers_ls_and_for_task(docket: Docket, nats_url: str, live_worker: Worker) -> None:

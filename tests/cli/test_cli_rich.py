@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from background_worker import running_in_background
 
 from docket_nats import Docket, Progress, Worker, tasks
 
@@ -66,13 +67,8 @@ async def busy_docket(docket: Docket, worker: Worker, nats_url: str) -> AsyncIte
     await docket.add(tasks.trace, later, key="later-1")("one")
     await docket.add(tasks.sleep, later, key="later-2")(2.0)
     await docket.strike("sleep", "seconds", ">", 60)
-    running = asyncio.create_task(worker.run_forever())
-    async with asyncio.timeout(10):
-        while not await docket.workers():  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
-    yield worker
-    worker.stop()
-    await running
+    async with running_in_background(docket, worker):
+        yield worker
 
 
 async def test_every_listing_speaks_json(

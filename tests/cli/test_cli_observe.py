@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from background_worker import running_in_background
 
 import docket_nats
 from docket_nats import Docket, Progress, Worker
@@ -42,15 +43,9 @@ async def report(label: str) -> None:
 
 @pytest.fixture
 async def live_worker(docket: Docket, worker: Worker) -> AsyncIterator[Worker]:
-    docket.register(report)
-    running = asyncio.create_task(worker.run_forever())
-    # Until its heartbeat is visible (a KV write of its own; polled, bounded).
-    async with asyncio.timeout(10):
-        while not await docket.workers():  # noqa: ASYNC110
-            await asyncio.sleep(0.02)
-    yield worker
-    worker.stop()
-    await running
+    docket.register(report)  # before the first heartbeat, which lists the tasks
+    async with running_in_background(docket, worker):
+        yield worker
 
 
 async def test_version() -> None:

@@ -38,7 +38,7 @@ from docket_nats import (
 )
 from docket_nats.dependencies._concurrency import ConcurrencyBlocked
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent.parent))  # tests/: worker_process
 from worker_process import WorkerProcess, wait_until
 
 pytestmark = pytest.mark.timeout(60)
