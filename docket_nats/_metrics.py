@@ -1,16 +1,28 @@
-"""The task metrics of this process, with docket's metric names.
+"""The task metrics of this process, with docket's metric names, on prometheus-client.
 
-A few counters, one gauge and two histograms kept in memory, fed where tasks are
-added and by the state recorder (every run passes through it), rendered in the
-Prometheus text format. `metrics_exporter` serves them over HTTP.
+Counters, one gauge and two histograms, fed where tasks are added and by the
+state recorder (every run passes through it). They live in prometheus-client's
+default registry, so an application that already exports it (a web app adding
+tasks, say) shows them with its own metrics; `_metrics_exporter` serves them from
+a worker. With `PROMETHEUS_MULTIPROC_DIR` set they are kept in that directory,
+prometheus-client's multi-process mode, and any process can serve the sum.
+
+Where the OpenTelemetry API is installed (the `otel` extra), every count and
+observation also goes to an OpenTelemetry instrument of the same name, with
+docket's attribute names (`docket.name`, `docket.task`). Without an SDK meter
+provider those instruments are the API's no-ops.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+import atexit
+import os
+from collections.abc import Callable, Mapping
+
+from prometheus_client import Counter, Gauge, Histogram, multiprocess
 
 # A sample's labels as (name, value) pairs: ("docket", ...) and, for per-task
-# metrics, ("task", ...). Tuples, so they hash and sort.
+# metrics, ("task", ...). Tuples, so they hash.
 Labels = tuple[tuple[str, str], ...]
 
 
@@ -22,103 +34,159 @@ def docket_labels(docket_name: str) -> Labels:
     return (("docket", docket_name),)
 
 
-COUNTERS = {
+TASK = ("docket", "task")
+DOCKET = ("docket",)
+
+COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     # Counted where tasks are added (any process using a Docket).
-    "docket_tasks_added": "How many tasks added to the docket",
-    "docket_tasks_replaced": "How many tasks replaced on the docket",
-    "docket_tasks_scheduled": "How many tasks added or replaced on the docket",
-    "docket_tasks_cancelled": "How many tasks cancelled from the docket",
-    "docket_tasks_stricken": "How many tasks have been stricken from executing",
+    "docket_tasks_added": ("How many tasks added to the docket", TASK),
+    "docket_tasks_replaced": ("How many tasks replaced on the docket", TASK),
+    "docket_tasks_scheduled": ("How many tasks added or replaced on the docket", TASK),
+    "docket_tasks_cancelled": ("How many tasks cancelled from the docket", DOCKET),
+    "docket_tasks_stricken": ("How many tasks have been stricken from executing", TASK),
     # Counted by workers.
-    "docket_tasks_started": "How many tasks started",
-    "docket_tasks_redelivered": "How many tasks started that were redelivered from another worker",
-    "docket_tasks_completed": "How many tasks that have completed in any state",
-    "docket_tasks_succeeded": "How many tasks that have succeeded",
-    "docket_tasks_failed": "How many tasks that have failed",
-    "docket_tasks_retried": "How many tasks that have been retried",
-    "docket_tasks_perpetuated": "How many tasks that have been self-perpetuated",
-    "docket_tasks_interrupted": "How many running tasks were stopped by a cancel",
-    "docket_tasks_dropped": "How many runs Debounce, Cooldown or RateLimit refused for good",
+    "docket_tasks_started": ("How many tasks started", TASK),
+    "docket_tasks_redelivered": (
+        "How many tasks started that were redelivered from another worker",
+        TASK,
+    ),
+    "docket_tasks_completed": ("How many tasks that have completed in any state", TASK),
+    "docket_tasks_succeeded": ("How many tasks that have succeeded", TASK),
+    "docket_tasks_failed": ("How many tasks that have failed", TASK),
+    "docket_tasks_retried": ("How many tasks that have been retried", TASK),
+    "docket_tasks_perpetuated": ("How many tasks that have been self-perpetuated", TASK),
+    "docket_tasks_interrupted": ("How many running tasks were stopped by a cancel", TASK),
+    "docket_tasks_dropped": (
+        "How many runs Debounce, Cooldown or RateLimit refused for good",
+        TASK,
+    ),
 }
 BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0)
 HISTOGRAMS = {
     "docket_task_duration": "How long tasks take to complete (seconds)",
     "docket_task_punctuality": "How late a task started after its scheduled time (seconds)",
 }
+RUNNING = "docket_tasks_running"
+RUNNING_HELP = "How many tasks that are currently running"
+
+# docket's OpenTelemetry attribute names for our Prometheus label names.
+OTEL_ATTRIBUTES = {"docket": "docket.name", "task": "docket.task"}
 
 
-class Histogram:
+def otel_attributes(labels: Labels) -> dict[str, str]:
+    return {OTEL_ATTRIBUTES[name]: value for name, value in labels}
+
+
+# An OpenTelemetry instrument's add() or record(), as we call them.
+Record = Callable[[float, Mapping[str, str]], None]
+
+
+class _Mirror:
+    """The OpenTelemetry side of the instruments: empty unless the API is installed."""
+
     def __init__(self) -> None:
-        self.counts = [0] * len(BUCKETS)
-        self.total = 0
-        self.sum = 0.0
+        self.counters: dict[str, Record] = {}
+        self.histograms: dict[str, Record] = {}
+        self.running: Record | None = None
 
-    def observe(self, value: float) -> None:
-        self.total += 1
-        self.sum += value
-        for index, bound in enumerate(BUCKETS):
-            if value <= bound:
-                self.counts[index] += 1
-                break
+
+def _otel_mirror() -> _Mirror:
+    mirror = _Mirror()
+    try:
+        from opentelemetry import metrics
+    except ImportError:  # pragma: no cover - exercised only without the extra
+        return mirror
+    # The proxy meter: instruments made now start recording once the
+    # application sets a meter provider, whenever it does.
+    meter = metrics.get_meter("docket_nats")
+    for name, (help_text, _) in COUNTERS.items():
+        mirror.counters[name] = meter.create_counter(name, unit="1", description=help_text).add
+    for name, help_text in HISTOGRAMS.items():
+        mirror.histograms[name] = meter.create_histogram(
+            name, unit="s", description=help_text
+        ).record
+    mirror.running = meter.create_up_down_counter(RUNNING, unit="1", description=RUNNING_HELP).add
+    return mirror
+
+
+class RunningGauge:
+    """`registry.running[labels] += 1`: tasks running now, per docket and task.
+
+    Keeps this process's values to read them back; every change goes to the
+    Prometheus gauge (summed over live processes in multi-process mode) and to
+    the OpenTelemetry up-down counter as a difference."""
+
+    def __init__(self, gauge: Gauge, mirror: _Mirror) -> None:
+        self._gauge = gauge
+        self._mirror = mirror
+        self._values: dict[Labels, int] = {}
+
+    def __getitem__(self, labels: Labels) -> int:
+        return self._values.get(labels, 0)
+
+    def __setitem__(self, labels: Labels, value: int) -> None:
+        change = value - self._values.get(labels, 0)
+        self._values[labels] = value
+        self._gauge.labels(*(label for _, label in labels)).set(value)
+        if self._mirror.running is not None:
+            self._mirror.running(change, otel_attributes(labels))
 
 
 class Registry:
-    """The process's task metrics (one per process, like Prometheus clients')."""
+    """The process's task metrics, behind the calls the rest of the package makes:
+    `count(name, labels)`, `observe(name, labels, value)`, `running[labels]`."""
 
     def __init__(self) -> None:
-        self.counters: dict[str, dict[Labels, int]] = {name: defaultdict(int) for name in COUNTERS}
-        self.running: dict[Labels, int] = defaultdict(int)
-        self.histograms: dict[str, dict[Labels, Histogram]] = {
-            name: defaultdict(Histogram) for name in HISTOGRAMS
+        self._counters = {
+            name: Counter(name, help_text, labels) for name, (help_text, labels) in COUNTERS.items()
         }
+        self._histograms = {
+            name: Histogram(f"{name}_seconds", help_text, TASK, buckets=BUCKETS)
+            for name, help_text in HISTOGRAMS.items()
+        }
+        self._mirror = _otel_mirror()
+        # In multi-process mode the gauge of a process that has exited drops out.
+        gauge = Gauge(RUNNING, RUNNING_HELP, TASK, multiprocess_mode="livesum")
+        self.running = RunningGauge(gauge, self._mirror)
+        # Label lookups are cached: prometheus-client's `labels()` takes a lock
+        # and builds a key on every call, and these run several times per task.
+        self._counted: dict[tuple[str, Labels], tuple[Counter, dict[str, str]]] = {}
+        self._observed: dict[tuple[str, Labels], tuple[Histogram, dict[str, str]]] = {}
 
     def count(self, name: str, labels: Labels) -> None:
-        self.counters[name][labels] += 1
+        found = self._counted.get((name, labels))
+        if found is None:
+            child = self._counters[name].labels(*(value for _, value in labels))
+            found = self._counted[(name, labels)] = (child, otel_attributes(labels))
+        found[0].inc()
+        mirrored = self._mirror.counters.get(name)
+        if mirrored is not None:
+            mirrored(1, found[1])
 
     def observe(self, name: str, labels: Labels, value: float) -> None:
-        self.histograms[name][labels].observe(value)
-
-    def render(self, depths: dict[str, dict[str, int]]) -> str:
-        lines: list[str] = []
-        for name, help_text in COUNTERS.items():
-            lines += [f"# HELP {name}_total {help_text}", f"# TYPE {name}_total counter"]
-            for labels, value in sorted(self.counters[name].items()):
-                lines.append(f"{name}_total{{{_labels(labels)}}} {value}")
-        lines += [
-            "# HELP docket_tasks_running How many tasks that are currently running",
-            "# TYPE docket_tasks_running gauge",
-        ]
-        for labels, value in sorted(self.running.items()):
-            lines.append(f"docket_tasks_running{{{_labels(labels)}}} {value}")
-        for name, help_text in HISTOGRAMS.items():
-            lines += [f"# HELP {name}_seconds {help_text}", f"# TYPE {name}_seconds histogram"]
-            for labels, histogram in sorted(self.histograms[name].items()):
-                base = _labels(labels)
-                cumulative = 0
-                for bound, count in zip(BUCKETS, histogram.counts, strict=True):
-                    cumulative += count
-                    lines.append(f'{name}_seconds_bucket{{{base},le="{bound}"}} {cumulative}')
-                lines.append(f'{name}_seconds_bucket{{{base},le="+Inf"}} {histogram.total}')
-                lines.append(f"{name}_seconds_sum{{{base}}} {histogram.sum}")
-                lines.append(f"{name}_seconds_count{{{base}}} {histogram.total}")
-        for name, help_text in (
-            ("docket_queue_depth", "How many tasks are due to be executed now"),
-            ("docket_schedule_depth", "How many tasks are scheduled for the future"),
-            ("docket_consumer_lag", "Runnable tasks not yet delivered to any worker"),
-            ("docket_strikes_in_effect", "How many strikes are currently in effect"),
-        ):
-            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
-            for docket_name, value in sorted(depths.get(name, {}).items()):
-                lines.append(f"{name}{{{_labels(docket_labels(docket_name))}}} {value}")
-        return "\n".join(lines) + "\n"
+        found = self._observed.get((name, labels))
+        if found is None:
+            child = self._histograms[name].labels(*(value for _, value in labels))
+            found = self._observed[(name, labels)] = (child, otel_attributes(labels))
+        found[0].observe(value)
+        mirrored = self._mirror.histograms.get(name)
+        if mirrored is not None:
+            mirrored(value, found[1])
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+def multiprocess_directory() -> str | None:
+    """prometheus-client's multi-process mode: where every process keeps its values."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
-def _labels(labels: Labels) -> str:
-    return ",".join(f'{name}="{_escape(value)}"' for name, value in labels)
+def _forget_live_values() -> None:
+    directory = multiprocess_directory()
+    if directory is not None:
+        multiprocess.mark_process_dead(os.getpid(), directory)  # type: ignore[no-untyped-call]
 
+
+# A process that exits cleanly takes its running-task gauge out of the sum; one
+# killed outright leaves it until `mark_process_dead(pid)` is called for it.
+atexit.register(_forget_live_values)
 
 registry = Registry()
