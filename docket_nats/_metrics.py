@@ -120,6 +120,7 @@ class RunningGauge:
         self._gauge = gauge
         self._mirror = mirror
         self._values: dict[Labels, int] = {}
+        self._children: dict[Labels, tuple[Gauge, dict[str, str]]] = {}
 
     def __getitem__(self, labels: Labels) -> int:
         return self._values.get(labels, 0)
@@ -127,9 +128,13 @@ class RunningGauge:
     def __setitem__(self, labels: Labels, value: int) -> None:
         change = value - self._values.get(labels, 0)
         self._values[labels] = value
-        self._gauge.labels(*(label for _, label in labels)).set(value)
+        found = self._children.get(labels)
+        if found is None:
+            child = self._gauge.labels(*(label for _, label in labels))
+            found = self._children[labels] = (child, otel_attributes(labels))
+        found[0].set(value)
         if self._mirror.running is not None:
-            self._mirror.running(change, otel_attributes(labels))
+            self._mirror.running(change, found[1])
 
 
 class Registry:
