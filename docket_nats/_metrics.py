@@ -109,6 +109,10 @@ def _otel_mirror() -> _Mirror:
     return mirror
 
 
+def _values(labels: Labels) -> list[str]:
+    return [value for _, value in labels]
+
+
 class RunningGauge:
     """`registry.running[labels] += 1`: tasks running now, per docket and task.
 
@@ -116,30 +120,44 @@ class RunningGauge:
     Prometheus gauge (summed over live processes in multi-process mode) and to
     the OpenTelemetry up-down counter as a difference."""
 
-    def __init__(self, gauge: Gauge, mirror: _Mirror) -> None:
+    def __init__(self, gauge: Gauge, mirror: Record | None) -> None:
         self._gauge = gauge
         self._mirror = mirror
         self._values: dict[Labels, int] = {}
-        self._children: dict[Labels, tuple[Gauge, dict[str, str]]] = {}
+        self._setters: dict[Labels, Callable[[int, int], None]] = {}
 
     def __getitem__(self, labels: Labels) -> int:
         return self._values.get(labels, 0)
 
     def __setitem__(self, labels: Labels, value: int) -> None:
-        change = value - self._values.get(labels, 0)
+        setter = self._setters.get(labels)
+        if setter is None:
+            setter = self._setters[labels] = self._setter(labels)
+        setter(value, value - self._values.get(labels, 0))
         self._values[labels] = value
-        found = self._children.get(labels)
-        if found is None:
-            child = self._gauge.labels(*(label for _, label in labels))
-            found = self._children[labels] = (child, otel_attributes(labels))
-        found[0].set(value)
-        if self._mirror.running is not None:
-            self._mirror.running(change, found[1])
+
+    def _setter(self, labels: Labels) -> Callable[[int, int], None]:
+        set_gauge = self._gauge.labels(*_values(labels)).set
+        mirror = self._mirror
+        if mirror is None:
+            return lambda value, _change: set_gauge(value)
+        attributes = otel_attributes(labels)
+
+        def both(value: int, change: int) -> None:
+            set_gauge(value)
+            mirror(change, attributes)
+
+        return both
 
 
 class Registry:
     """The process's task metrics, behind the calls the rest of the package makes:
-    `count(name, labels)`, `observe(name, labels, value)`, `running[labels]`."""
+    `count(name, labels)`, `observe(name, labels, value)`, `running[labels]`.
+
+    Each (metric, labels) gets one recording function, made on first use: the
+    prometheus-client child (its `labels()` takes a lock and builds a key on
+    every call) and the OpenTelemetry attributes are looked up once, since these
+    calls run about ten times per task."""
 
     def __init__(self) -> None:
         self._counters = {
@@ -152,31 +170,51 @@ class Registry:
         self._mirror = _otel_mirror()
         # In multi-process mode the gauge of a process that has exited drops out.
         gauge = Gauge(RUNNING, RUNNING_HELP, TASK, multiprocess_mode="livesum")
-        self.running = RunningGauge(gauge, self._mirror)
-        # Label lookups are cached: prometheus-client's `labels()` takes a lock
-        # and builds a key on every call, and these run several times per task.
-        self._counted: dict[tuple[str, Labels], tuple[Counter, dict[str, str]]] = {}
-        self._observed: dict[tuple[str, Labels], tuple[Histogram, dict[str, str]]] = {}
+        self.running = RunningGauge(gauge, self._mirror.running)
+        self._counts: dict[str, dict[Labels, Callable[[], None]]] = {name: {} for name in COUNTERS}
+        self._observations: dict[str, dict[Labels, Callable[[float], None]]] = {
+            name: {} for name in HISTOGRAMS
+        }
 
     def count(self, name: str, labels: Labels) -> None:
-        found = self._counted.get((name, labels))
-        if found is None:
-            child = self._counters[name].labels(*(value for _, value in labels))
-            found = self._counted[(name, labels)] = (child, otel_attributes(labels))
-        found[0].inc()
-        mirrored = self._mirror.counters.get(name)
-        if mirrored is not None:
-            mirrored(1, found[1])
+        counts = self._counts[name]
+        record = counts.get(labels)
+        if record is None:
+            record = counts[labels] = self._counting(name, labels)
+        record()
 
     def observe(self, name: str, labels: Labels, value: float) -> None:
-        found = self._observed.get((name, labels))
-        if found is None:
-            child = self._histograms[name].labels(*(value for _, value in labels))
-            found = self._observed[(name, labels)] = (child, otel_attributes(labels))
-        found[0].observe(value)
-        mirrored = self._mirror.histograms.get(name)
-        if mirrored is not None:
-            mirrored(value, found[1])
+        observations = self._observations[name]
+        record = observations.get(labels)
+        if record is None:
+            record = observations[labels] = self._observing(name, labels)
+        record(value)
+
+    def _counting(self, name: str, labels: Labels) -> Callable[[], None]:
+        increment = self._counters[name].labels(*_values(labels)).inc
+        mirror = self._mirror.counters.get(name)
+        if mirror is None:
+            return increment
+        attributes = otel_attributes(labels)
+
+        def both() -> None:
+            increment()
+            mirror(1, attributes)
+
+        return both
+
+    def _observing(self, name: str, labels: Labels) -> Callable[[float], None]:
+        observe = self._histograms[name].labels(*_values(labels)).observe
+        mirror = self._mirror.histograms.get(name)
+        if mirror is None:
+            return observe
+        attributes = otel_attributes(labels)
+
+        def both(value: float) -> None:
+            observe(value)
+            mirror(value, attributes)
+
+        return both
 
 
 def multiprocess_directory() -> str | None:
