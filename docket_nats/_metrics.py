@@ -1,25 +1,45 @@
-"""The task metrics of this process, with docket's metric names, on prometheus-client.
+"""The task metrics of this process, with docket's metric names, for prometheus-client.
 
 Counters, one gauge and two histograms, fed where tasks are added and by the
-state recorder (every run passes through it). They live in prometheus-client's
-default registry, so an application that already exports it (a web app adding
-tasks, say) shows them with its own metrics; `_metrics_exporter` serves them from
-a worker. With `PROMETHEUS_MULTIPROC_DIR` set they are kept in that directory,
-prometheus-client's multi-process mode, and any process can serve the sum.
+state recorder (every run passes through it), served by prometheus-client
+(`_metrics_exporter`). Where they are kept depends on the process:
 
-Where the OpenTelemetry API is installed (the `otel` extra), every count and
-observation also goes to an OpenTelemetry instrument of the same name, with
-docket's attribute names (`docket.name`, `docket.task`). Without an SDK meter
-provider those instruments are the API's no-ops.
+- one process (the default): in plain counters that a collector registered in
+  prometheus-client's default registry reads when scraped, so an application that
+  already exports that registry (a web app adding tasks, say) shows them too.
+  prometheus-client's own instruments take a lock and several calls per update,
+  which measured about 10 us more CPU per task on a worker draining no-op tasks
+  (`benchmarks/metrics_overhead.py`); a custom collector is prometheus-client's
+  way of exporting values kept elsewhere.
+- `PROMETHEUS_MULTIPROC_DIR` set: prometheus-client's multi-process mode. Its
+  instruments write every update to a file in that directory, and any process can
+  serve the sum over all of them (`_metrics_exporter`).
+
+Where the OpenTelemetry API is installed (the `otel` extra), the same
+instruments exist as OpenTelemetry metrics of the same names, with docket's
+attribute names (`docket.name`, `docket.task`): observable counters and gauge
+read from these counts, histograms recording each value (`Mirror`). Without an
+SDK meter provider they are the API's no-ops.
 """
 
 from __future__ import annotations
 
 import atexit
 import os
-from collections.abc import Callable, Mapping
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Protocol
 
-from prometheus_client import Counter, Gauge, Histogram, multiprocess
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, multiprocess
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+if TYPE_CHECKING:
+    from opentelemetry.metrics import CallbackOptions, Observation
 
 # A sample's labels as (name, value) pairs: ("docket", ...) and, for per-task
 # metrics, ("task", ...). Tuples, so they hash.
@@ -73,93 +93,118 @@ RUNNING_HELP = "How many tasks that are currently running"
 OTEL_ATTRIBUTES = {"docket": "docket.name", "task": "docket.task"}
 
 
-def otel_attributes(labels: Labels) -> dict[str, str]:
-    return {OTEL_ATTRIBUTES[name]: value for name, value in labels}
-
-
-# An OpenTelemetry instrument's add() or record(), as we call them.
-Record = Callable[[float, Mapping[str, str]], None]
-
-
-class _Mirror:
-    """The OpenTelemetry side of the instruments: empty unless the API is installed."""
-
-    def __init__(self) -> None:
-        self.counters: dict[str, Record] = {}
-        self.histograms: dict[str, Record] = {}
-        self.running: Record | None = None
-
-
-def _otel_mirror() -> _Mirror:
-    mirror = _Mirror()
-    try:
-        from opentelemetry import metrics
-    except ImportError:  # pragma: no cover - exercised only without the extra
-        return mirror
-    # The proxy meter: instruments made now start recording once the
-    # application sets a meter provider, whenever it does.
-    meter = metrics.get_meter("docket_nats")
-    for name, (help_text, _) in COUNTERS.items():
-        mirror.counters[name] = meter.create_counter(name, unit="1", description=help_text).add
-    for name, help_text in HISTOGRAMS.items():
-        mirror.histograms[name] = meter.create_histogram(
-            name, unit="s", description=help_text
-        ).record
-    mirror.running = meter.create_up_down_counter(RUNNING, unit="1", description=RUNNING_HELP).add
-    return mirror
-
-
 def _values(labels: Labels) -> list[str]:
     return [value for _, value in labels]
 
 
-class RunningGauge:
-    """`registry.running[labels] += 1`: tasks running now, per docket and task.
+class Metrics(Protocol):
+    """What the rest of the package calls: `count`, `observe`, `running[labels] += 1`."""
 
-    Keeps this process's values to read them back; every change goes to the
-    Prometheus gauge (summed over live processes in multi-process mode) and to
-    the OpenTelemetry up-down counter as a difference."""
+    running: dict[Labels, int]
 
-    def __init__(self, gauge: Gauge, mirror: Record | None) -> None:
-        self._gauge = gauge
-        self._mirror = mirror
-        self._values: dict[Labels, int] = {}
-        self._setters: dict[Labels, Callable[[int, int], None]] = {}
+    def count(self, name: str, labels: Labels) -> None: ...
 
-    def __getitem__(self, labels: Labels) -> int:
-        return self._values.get(labels, 0)
-
-    def __setitem__(self, labels: Labels, value: int) -> None:
-        setter = self._setters.get(labels)
-        if setter is None:
-            setter = self._setters[labels] = self._setter(labels)
-        setter(value, value - self._values.get(labels, 0))
-        self._values[labels] = value
-
-    def _setter(self, labels: Labels) -> Callable[[int, int], None]:
-        set_gauge = self._gauge.labels(*_values(labels)).set
-        mirror = self._mirror
-        if mirror is None:
-            return lambda value, _change: set_gauge(value)
-        attributes = otel_attributes(labels)
-
-        def both(value: int, change: int) -> None:
-            set_gauge(value)
-            mirror(change, attributes)
-
-        return both
+    def observe(self, name: str, labels: Labels, value: float) -> None: ...
 
 
-class Registry:
-    """The process's task metrics, behind the calls the rest of the package makes:
-    `count(name, labels)`, `observe(name, labels, value)`, `running[labels]`.
+class _Buckets:
+    """One histogram series: per-bucket counts (the last one past every bound) and sum."""
 
-    Each (metric, labels) gets one recording function, made on first use: the
-    prometheus-client child (its `labels()` takes a lock and builds a key on
-    every call) and the OpenTelemetry attributes are looked up once, since these
-    calls run about ten times per task."""
+    __slots__ = ("counts", "sum")
 
     def __init__(self) -> None:
+        self.counts = [0] * (len(BUCKETS) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.sum += value
+        for index, bound in enumerate(BUCKETS):
+            if value <= bound:
+                self.counts[index] += 1
+                return
+        self.counts[-1] += 1
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        counts = list(self.counts)  # a copy: the event loop goes on counting
+        buckets: list[tuple[str, float]] = []
+        total = 0
+        for bound, count in zip((*map(str, BUCKETS), "+Inf"), counts, strict=True):
+            total += count
+            buckets.append((bound, total))
+        return buckets
+
+
+class LocalMetrics:
+    """One process's metrics in plain counters, read when scraped or collected:
+    by prometheus-client (as a collector of its default registry) and by
+    OpenTelemetry (observable instruments). Only the histograms push each value
+    to OpenTelemetry, which has no observable histogram.
+
+    Updates come from the event loop; readers run on other threads (the HTTP
+    server's, the OpenTelemetry reader's) and take copies, which are atomic under
+    the GIL."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, defaultdict[Labels, int]] = {
+            name: defaultdict(int) for name in COUNTERS
+        }
+        self.histograms: dict[str, dict[Labels, _Buckets]] = {name: {} for name in HISTOGRAMS}
+        self.running: dict[Labels, int] = defaultdict(int)
+        self.mirror: Mirror | None = None
+
+    def count(self, name: str, labels: Labels) -> None:
+        self.counts[name][labels] += 1
+
+    def observe(self, name: str, labels: Labels, value: float) -> None:
+        series = self.histograms[name]
+        buckets = series.get(labels)
+        if buckets is None:
+            buckets = series[labels] = _Buckets()
+        buckets.observe(value)
+        if self.mirror is not None:
+            self.mirror.observe(name, labels, value)
+
+    def collect(self) -> Iterable[Metric]:
+        for name, (help_text, label_names) in COUNTERS.items():
+            counter = CounterMetricFamily(name, help_text, labels=label_names)
+            for labels, value in self.counts[name].copy().items():
+                counter.add_metric(_values(labels), value)
+            yield counter
+        running = GaugeMetricFamily(RUNNING, RUNNING_HELP, labels=TASK)
+        for labels, value in self.running.copy().items():
+            running.add_metric(_values(labels), value)
+        yield running
+        for name, help_text in HISTOGRAMS.items():
+            histogram = HistogramMetricFamily(f"{name}_seconds", help_text, labels=TASK)
+            for labels, buckets in self.histograms[name].copy().items():
+                histogram.add_metric(_values(labels), buckets.cumulative(), buckets.sum)
+            yield histogram
+
+
+class _Running(dict[Labels, int]):
+    """Tasks running now, by labels; every change is also written to `gauge`."""
+
+    def __init__(self, gauge: Gauge) -> None:
+        super().__init__()
+        self._gauge = gauge
+
+    def __missing__(self, labels: Labels) -> int:
+        return 0
+
+    def __setitem__(self, labels: Labels, value: int) -> None:
+        super().__setitem__(labels, value)
+        self._gauge.labels(*_values(labels)).set(value)
+
+
+class SharedMetrics(LocalMetrics):
+    """prometheus-client's multi-process mode: each update also goes to
+    prometheus-client's instruments, which write it to this process's file in
+    `PROMETHEUS_MULTIPROC_DIR`, where any process reads the sum. (The
+    instruments register in the default registry, which multi-process mode does
+    not serve: `_metrics_exporter` uses a `MultiProcessCollector` instead.)"""
+
+    def __init__(self) -> None:
+        super().__init__()
         self._counters = {
             name: Counter(name, help_text, labels) for name, (help_text, labels) in COUNTERS.items()
         }
@@ -167,54 +212,68 @@ class Registry:
             name: Histogram(f"{name}_seconds", help_text, TASK, buckets=BUCKETS)
             for name, help_text in HISTOGRAMS.items()
         }
-        self._mirror = _otel_mirror()
-        # In multi-process mode the gauge of a process that has exited drops out.
-        gauge = Gauge(RUNNING, RUNNING_HELP, TASK, multiprocess_mode="livesum")
-        self.running = RunningGauge(gauge, self._mirror.running)
-        self._counts: dict[str, dict[Labels, Callable[[], None]]] = {name: {} for name in COUNTERS}
-        self._observations: dict[str, dict[Labels, Callable[[float], None]]] = {
-            name: {} for name in HISTOGRAMS
-        }
+        # The gauge of a process that has exited drops out of the sum.
+        self.running = _Running(Gauge(RUNNING, RUNNING_HELP, TASK, multiprocess_mode="livesum"))
 
     def count(self, name: str, labels: Labels) -> None:
-        counts = self._counts[name]
-        record = counts.get(labels)
-        if record is None:
-            record = counts[labels] = self._counting(name, labels)
-        record()
+        super().count(name, labels)
+        self._counters[name].labels(*_values(labels)).inc()
 
     def observe(self, name: str, labels: Labels, value: float) -> None:
-        observations = self._observations[name]
-        record = observations.get(labels)
-        if record is None:
-            record = observations[labels] = self._observing(name, labels)
-        record(value)
+        super().observe(name, labels, value)
+        self._histograms[name].labels(*_values(labels)).observe(value)
 
-    def _counting(self, name: str, labels: Labels) -> Callable[[], None]:
-        increment = self._counters[name].labels(*_values(labels)).inc
-        mirror = self._mirror.counters.get(name)
-        if mirror is None:
-            return increment
-        attributes = otel_attributes(labels)
 
-        def both() -> None:
-            increment()
-            mirror(1, attributes)
+class Mirror:
+    """The same instruments as OpenTelemetry metrics (meter `docket_nats`).
 
-        return both
+    Made through the API's proxy meter at import: they start reporting whenever
+    the application sets an SDK meter provider, before or after that. Counters
+    and the running gauge are observable (read from `metrics` when the SDK
+    collects: nothing to do per task); histograms record each value."""
 
-    def _observing(self, name: str, labels: Labels) -> Callable[[float], None]:
-        observe = self._histograms[name].labels(*_values(labels)).observe
-        mirror = self._mirror.histograms.get(name)
-        if mirror is None:
-            return observe
-        attributes = otel_attributes(labels)
+    def __init__(self, metrics: LocalMetrics) -> None:
+        from opentelemetry.metrics import Observation, get_meter
 
-        def both(value: float) -> None:
-            observe(value)
-            mirror(value, attributes)
+        meter = get_meter("docket_nats")
+        self._observation = Observation
+        self._attributes: dict[Labels, dict[str, str]] = {}
+        for name, (help_text, _) in COUNTERS.items():
+            meter.create_observable_counter(
+                name,
+                callbacks=[self._reader(metrics.counts[name])],
+                unit="1",
+                description=help_text,
+            )
+        meter.create_observable_up_down_counter(
+            RUNNING, callbacks=[self._reader(metrics.running)], unit="1", description=RUNNING_HELP
+        )
+        self._histograms = {
+            name: meter.create_histogram(name, unit="s", description=help_text).record
+            for name, help_text in HISTOGRAMS.items()
+        }
 
-        return both
+    def _attributes_of(self, labels: Labels) -> dict[str, str]:
+        attributes = self._attributes.get(labels)
+        if attributes is None:
+            attributes = self._attributes[labels] = {
+                OTEL_ATTRIBUTES[name]: value for name, value in labels
+            }
+        return attributes
+
+    def _reader(
+        self, values: Mapping[Labels, int]
+    ) -> Callable[[CallbackOptions], list[Observation]]:
+        def observations(options: CallbackOptions) -> list[Observation]:
+            return [
+                self._observation(value, self._attributes_of(labels))
+                for labels, value in dict(values).items()
+            ]
+
+        return observations
+
+    def observe(self, name: str, labels: Labels, value: float) -> None:
+        self._histograms[name](value, self._attributes_of(labels))
 
 
 def multiprocess_directory() -> str | None:
@@ -228,8 +287,21 @@ def _forget_live_values() -> None:
         multiprocess.mark_process_dead(os.getpid(), directory)  # type: ignore[no-untyped-call]
 
 
-# A process that exits cleanly takes its running-task gauge out of the sum; one
-# killed outright leaves it until `mark_process_dead(pid)` is called for it.
-atexit.register(_forget_live_values)
+def _metrics() -> Metrics:
+    metrics: LocalMetrics
+    if multiprocess_directory() is not None:
+        # A process that exits cleanly takes its running-task gauge out of the
+        # sum; one killed outright leaves it until `mark_process_dead(pid)`.
+        atexit.register(_forget_live_values)
+        metrics = SharedMetrics()
+    else:
+        metrics = LocalMetrics()
+        REGISTRY.register(metrics)
+    try:
+        metrics.mirror = Mirror(metrics)
+    except ImportError:  # pragma: no cover - exercised only without the extra
+        pass
+    return metrics
 
-registry = Registry()
+
+registry: Metrics = _metrics()
