@@ -2,7 +2,8 @@
 
 Resolves the docket URL (none → the embedded server, memory://NAME → an ephemeral
 one, nats://... or a list → a real deployment), connects with unlimited
-reconnection, and creates or updates the streams idempotently.
+reconnection (only the first connection is bounded, so that a wrong URL fails
+the Docket's start), and creates or updates the streams idempotently.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import nats
 from nats.aio.client import Client
+from nats.errors import NoServersError
 from nats.js import JetStreamContext, api
 from nats.js.errors import BadRequestError, NotFoundError
 
@@ -31,8 +32,31 @@ DEAD_LETTER_MAX_AGE = 7 * 24 * 3600.0
 
 # Options of ours that are not nats.connect's.
 _OWN_OPTIONS = frozenset(
-    {"request_timeout", "publish_retry_for", "reconnected_cb", "disconnected_cb", "error_cb"}
+    {
+        "request_timeout",
+        "publish_retry_for",
+        "first_connect_timeout",
+        "reconnected_cb",
+        "disconnected_cb",
+        "error_cb",
+    }
 )
+# How long the FIRST connection may take, across every retry, before entering
+# the Docket fails (a wrong URL, a server not there). Once connected, a lost
+# connection is retried for ever: tasks must survive a server restart.
+FIRST_CONNECT_TIMEOUT = 10.0
+
+
+class NATSUnreachable(NoServersError, ConnectionError):
+    """The first connection to NATS did not succeed in time."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
 
 DocketURL = str | Sequence[str] | None
 
@@ -106,6 +130,10 @@ class Connection:
         return float(self.options.get("request_timeout", 10.0))
 
     @property
+    def first_connect_timeout(self) -> float:
+        return float(self.options.get("first_connect_timeout", FIRST_CONNECT_TIMEOUT))
+
+    @property
     def publish_retry_for(self) -> float:
         return float(self.options.get("publish_retry_for", PUBLISH_RETRY_FOR))
 
@@ -172,7 +200,10 @@ class Connection:
             if "disconnected_cb" in theirs:
                 await theirs["disconnected_cb"]()
 
+        errors: list[Exception] = []
+
         async def error(exception: Exception) -> None:
+            errors.append(exception)
             logger.warning("NATS connection error: %s", exception)
             if "error_cb" in theirs:
                 await theirs["error_cb"](exception)
@@ -187,22 +218,38 @@ class Connection:
             "pending_size": 64 * 1024 * 1024,
         }
         options.update({k: v for k, v in self.options.items() if k not in _OWN_OPTIONS})
+        client = Client()
+        deadline = asyncio.timeout(self.first_connect_timeout)
         try:
-            self.client = await nats.connect(  # pyright: ignore[reportUnknownMemberType]
-                servers=self.resolved,
-                reconnected_cb=reconnected,
-                disconnected_cb=disconnected,
-                error_cb=error,
-                **options,
-            )
+            async with deadline:
+                await client.connect(  # pyright: ignore[reportUnknownMemberType]
+                    servers=self.resolved,
+                    reconnected_cb=reconnected,
+                    disconnected_cb=disconnected,
+                    error_cb=error,
+                    **options,
+                )
+        except TimeoutError:
+            if not deadline.expired():
+                await self._release_local()
+                raise
+            await _abandon(client)
+            await self._release_local()
+            last = f": {errors[-1]}" if errors else ""
+            raise NATSUnreachable(
+                f"could not connect to NATS at {', '.join(self.resolved)} within "
+                f"{self.first_connect_timeout:g}s (connect_options['first_connect_timeout'])"
+                f"{last}"
+            ) from None
         except BaseException:
             await self._release_local()
             raise
-        self._js = self.client.jetstream(  # pyright: ignore[reportUnknownMemberType]
+        self.client = client
+        self._js = client.jetstream(  # pyright: ignore[reportUnknownMemberType]
             timeout=self.request_timeout
         )
         self._publisher = await Publisher.start(
-            self.client, self.request_timeout, self.publish_retry_for
+            client, self.request_timeout, self.publish_retry_for
         )
 
     async def ensure_streams(self, names: Names, replicas: int) -> None:
@@ -239,3 +286,11 @@ class Connection:
             self._local = False
             assert self.url is None or isinstance(self.url, str)
             await release_local_server(self.url)
+
+
+async def _abandon(client: Client) -> None:
+    """Stop a client that never connected (its retries may still be pending)."""
+    try:
+        await client.close()
+    except Exception as error:  # nothing was sent: nothing to lose
+        logger.debug("closing an unconnected NATS client: %r", error)

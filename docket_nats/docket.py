@@ -20,6 +20,7 @@ from typing import Any, ParamSpec, Self, TypeVar, overload
 from nats.js.errors import APIError
 from uncalled_for import validate_dependencies
 
+from . import _settings as settings
 from . import _telemetry as telemetry
 from ._connection import Connection, DocketURL
 from ._context import DocketContext
@@ -88,10 +89,13 @@ class Docket:
         allow_pickle: bool = False,
         connect_options: Mapping[str, Any] | None = None,
     ) -> None:
-        if replicas < 1:
-            raise ValueError("replicas must be at least 1")
+        self.names = Names(name)  # a name NATS cannot take fails here
+        settings.nats_url(url)
+        settings.positive_duration("heartbeat_interval", heartbeat_interval)
+        settings.at_least_one("missed_heartbeats", missed_heartbeats)
+        settings.non_negative_duration("execution_ttl", execution_ttl)  # 0: keep nothing
+        settings.at_least_one("replicas", replicas)
         self.name = name
-        self.names = Names(name)
         self.url = url
         self.heartbeat_interval = heartbeat_interval
         self.missed_heartbeats = missed_heartbeats

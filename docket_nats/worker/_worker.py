@@ -23,6 +23,7 @@ from typing import Any, Self, cast
 
 from nats.js import api
 
+from .. import _settings as settings
 from .._subjects import encode_key, kv_stream, kv_subject
 from .._types import TaskInvocation
 from .._worker_registry import Heartbeat, heartbeat_bucket
@@ -52,6 +53,9 @@ logger = logging.getLogger("docket_nats.worker")
 
 # Upper bound on messages delivered and not yet acked, across all workers.
 MAX_ACK_PENDING = 100_000
+# docket's default for its Redis read batch: kept and checked as docket checks
+# it (at least 1); NATS delivers as slots free, so it has no effect here.
+MESSAGE_BATCH = 1000
 # While stopping, a request the server does not answer (it is gone) gives up
 # after this long rather than holding up the stop.
 STOP_REQUEST_TIMEOUT = 2.0
@@ -109,12 +113,23 @@ class Worker:
         enable_internal_instrumentation: bool = False,
         fallback_task: TaskFunction | None = None,
         dependencies: Mapping[str, Any] | Iterable[Any] | None = None,
-        message_batch: int = 0,
+        message_batch: int = MESSAGE_BATCH,
         *,
         shutdown_grace: timedelta = timedelta(seconds=30),
         prefetch: int | None = None,
         max_deliveries: int = MAX_DELIVERIES,
     ) -> None:
+        settings.at_least_one("concurrency", concurrency)
+        settings.positive_duration("redelivery_timeout", redelivery_timeout)
+        settings.non_negative_duration("shutdown_grace", shutdown_grace)
+        for setting, interval in (
+            ("reconnection_delay", reconnection_delay),
+            ("minimum_check_interval", minimum_check_interval),
+            ("scheduling_resolution", scheduling_resolution),
+        ):
+            settings.non_negative_duration(setting, interval)
+        settings.at_least_one("message_batch", message_batch)  # docket's check
+        settings.at_least_one("max_deliveries", max_deliveries)
         self.docket = docket
         self.name = name or f"{socket.gethostname()}#{os.getpid()}"
         # What the runs' dependencies and log lines may know of this worker.
@@ -134,13 +149,11 @@ class Worker:
         self._lifecycles: AsyncExitStack | None = None
         self.message_batch = message_batch
         self.shutdown_grace = shutdown_grace
-        if max_deliveries < 1:
-            raise ValueError("max_deliveries must be at least 1")
         self.max_deliveries = max_deliveries
         if prefetch is None:
             prefetch = concurrency
         if prefetch < 0:
-            raise ValueError("prefetch must not be negative")
+            raise ValueError(f"prefetch must not be negative, got {prefetch}")
         self.prefetch = prefetch
         # The puller asks for running + prefetched messages: with a few tasks
         # already delivered when a slot frees up, a short task never waits for a
