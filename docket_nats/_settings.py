@@ -13,20 +13,29 @@ from datetime import timedelta
 
 from ._embedded import MEMORY_SCHEME
 
+
+class InvalidSetting(ValueError):
+    """A Docket or Worker setting that cannot work; the message names it."""
+
+
+class InvalidSettingType(TypeError):
+    """A Docket or Worker setting of the wrong type; the message names it."""
+
+
 # What nats-py connects to (memory://NAME, an ephemeral embedded server, is ours).
 NATS_SCHEMES = frozenset({"nats", "tls", "ws", "wss"})
 
 
 def at_least_one(setting: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{setting} must be an int, got {type(value).__name__}")
+        raise InvalidSettingType(f"{setting} must be an int, got {type(value).__name__}")
     if value < 1:
-        raise ValueError(f"{setting} must be at least 1, got {value}")
+        raise InvalidSetting(f"{setting} must be at least 1, got {value}")
 
 
 def _duration(setting: str, value: object) -> float:
     if not isinstance(value, timedelta):
-        raise TypeError(
+        raise InvalidSettingType(
             f"{setting} must be a datetime.timedelta, got {type(value).__name__} "
             f"(e.g. timedelta(seconds={value!r}))"
         )
@@ -36,13 +45,13 @@ def _duration(setting: str, value: object) -> float:
 def positive_duration(setting: str, value: timedelta) -> None:
     seconds = _duration(setting, value)
     if seconds <= 0:
-        raise ValueError(f"{setting} must be longer than 0, got {seconds:g}s")
+        raise InvalidSetting(f"{setting} must be longer than 0, got {seconds:g}s")
 
 
 def non_negative_duration(setting: str, value: timedelta) -> None:
     seconds = _duration(setting, value)
     if seconds < 0:
-        raise ValueError(f"{setting} must not be negative, got {seconds:g}s")
+        raise InvalidSetting(f"{setting} must not be negative, got {seconds:g}s")
 
 
 def nats_url(url: str | Sequence[str] | None) -> None:
@@ -58,11 +67,11 @@ def nats_url(url: str | Sequence[str] | None) -> None:
             return
         servers = [part.strip() for part in url.split(",")]
     if not servers or not all(servers):
-        raise ValueError(f"url {url!r} names no server: use nats://host:port")
+        raise InvalidSetting(f"url {url!r} names no server: use nats://host:port")
     for server in servers:
         scheme, separator, _ = server.partition("://")
         if separator and scheme.lower() not in NATS_SCHEMES:
-            raise ValueError(
+            raise InvalidSetting(
                 f"url {server!r} is not a NATS server URL ({scheme}://): use "
                 "nats://host:port (or tls://, ws://, wss://), memory://NAME for an "
                 "ephemeral server, or None for the embedded one"

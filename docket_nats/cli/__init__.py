@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import typer
 from typer.exceptions import TyperException
 
+from .._settings import InvalidSetting, InvalidSettingType
 from . import (
     _clear as clear,
 )
@@ -105,6 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if error.status == 2:
             raise SystemExit(2) from None
         return error.status
+    except (InvalidSetting, InvalidSettingType) as error:  # e.g. --concurrency 0
+        error_line(str(error), f"see '{PROGRAM} --help'")
+        raise SystemExit(2) from None
     except TyperException as error:  # Click's usage errors: bad option, value, command
         status = error.exit_code
         context = getattr(error, "ctx", None)

@@ -171,6 +171,17 @@ async def test_usage_errors_are_one_line_with_the_fix() -> None:
         assert "--help'" in line and out == ""
 
 
+async def test_a_setting_that_cannot_work_is_one_line_naming_it() -> None:
+    for arguments, setting in (
+        (["worker", "--concurrency", "0"], "concurrency must be at least 1"),
+        (["worker", "--redelivery-timeout", "0"], "redelivery_timeout must be longer than 0"),
+    ):
+        code, out, err = await cli(*arguments, "--url", "memory://settings")
+        (line,) = err.splitlines()
+        assert code == 2 and line.startswith("Error: ") and setting in line, err
+        assert "Traceback" not in err and out == ""
+
+
 async def test_help_shows_examples_for_every_command() -> None:
     for command in (
         [], ["worker"], ["snapshot"], ["strike"], ["restore"], ["strikes"], ["watch"],
