@@ -14,10 +14,10 @@ from datetime import datetime
 
 import msgspec
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, NoKeysError, NotFoundError
+from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
-from ._subjects import TTL, Names, encode_key, kv_subject, ttl_value
+from ._subjects import TTL, Names, encode_key, kv_stream, kv_subject, ttl_value
 
 
 class Heartbeat(msgspec.Struct, kw_only=True):
@@ -65,27 +65,30 @@ async def beat(js: JetStreamContext, names: Names, heartbeat: Heartbeat, ttl: fl
     await js.publish(subject, _encoder.encode(heartbeat), headers=headers)
 
 
-async def live_workers(bucket: KeyValue) -> list[WorkerInfo]:
-    try:
-        keys = await bucket.keys()  # pyright: ignore[reportUnknownMemberType]
-    except NoKeysError:
-        return []
+async def list_workers(js: JetStreamContext, names: Names, replicas: int) -> list[WorkerInfo]:
+    """The workers of a docket alive now (their heartbeats have not expired).
 
-    async def read(key: str) -> Heartbeat | None:
+    The entries are listed from the stream's own count of messages per subject,
+    which is exact when asked; nats-py's `KeyValue.keys()` watches the bucket and
+    can end before it has taken the entries delivered to it (a worker that was
+    just listed missing from the next listing).
+    """
+    await heartbeat_bucket(js, names, replicas)  # it exists; read through its stream
+    bucket = names.bucket("workers")
+    stream = kv_stream(bucket)
+    info = await js.stream_info(stream, subjects_filter=kv_subject(bucket, ">"))
+    subjects = [subject for subject, count in (info.state.subjects or {}).items() if count]
+
+    async def read(subject: str) -> Heartbeat | None:
         try:
-            entry = await bucket.get(key)
-        except KeyNotFoundError:  # expired between listing and reading
+            message = await js.get_last_msg(stream, subject)
+        except NotFoundError:  # expired between listing and reading
             return None
-        return _decoder.decode(entry.value) if entry.value else None
+        return _decoder.decode(message.data) if message.data else None
 
-    beats = await asyncio.gather(*(read(key) for key in keys))
+    beats = await asyncio.gather(*(read(subject) for subject in subjects))
     return [
         WorkerInfo(b.name, b.last_seen, set(b.tasks), b.concurrency, b.running)
         for b in beats
         if b is not None
     ]
-
-
-async def list_workers(js: JetStreamContext, names: Names, replicas: int) -> list[WorkerInfo]:
-    """The workers of a docket alive now (their heartbeats have not expired)."""
-    return await live_workers(await heartbeat_bucket(js, names, replicas))
