@@ -25,6 +25,12 @@ from functools import cached_property
 # Ours: a scheduled task's due time (epoch seconds), for the worker to hold a task
 # that fires early (see worker/_early_hold.py).
 DOCKET_WHEN = "Docket-When"
+# Ours: a group member's group key and index, and the group a callback belongs to
+# (see _groups.py); a Retry's successor carries them over.
+GROUP = "Docket-Group"
+GROUP_MEMBER = "Docket-Group-Member"
+GROUP_THEN = "Docket-Group-Then"
+GROUP_HEADERS = (GROUP, GROUP_MEMBER, GROUP_THEN)
 # JetStream's (docs/nats-facts.md §3, §5).
 MSG_ID = "Nats-Msg-Id"
 EXPECTED_LAST_SUBJECT_SEQUENCE = "Nats-Expected-Last-Subject-Sequence"

@@ -24,6 +24,21 @@ from . import _telemetry as telemetry
 from ._connection import Connection, DocketURL
 from ._context import DocketContext
 from ._dead_letters import list_dead_letters
+from ._groups import (
+    OUTCOMES_PARAMETER,
+    Group,
+    GroupState,
+    MemberOutcome,
+    encode_keys,
+    encode_state,
+    group_store,
+    member_headers,
+    members_key,
+    new_bitmap,
+    publish_then,
+    report_member,
+    state_key,
+)
 from ._keys import new_key
 from ._metrics import docket_labels, task_labels
 from ._metrics import registry as metrics
@@ -36,6 +51,7 @@ from ._subjects import (
     WRONG_LAST_SEQUENCE,
     Names,
 )
+from ._types import ExecutionState
 from ._wire import DeadLetter, task_signature
 from ._work_stream import encode, new_task_headers, placement
 from ._worker_registry import WorkerInfo, list_workers
@@ -258,6 +274,100 @@ class Docket:
         """Replace many tasks, pipelined (see `add_many`)."""
         return await self._publish_many(calls, replace=True, chunk_size=chunk_size)
 
+    async def group(
+        self,
+        calls: Iterable[TaskCall],
+        *,
+        then: TaskCall | None = None,
+        key: str | None = None,
+        chunk_size: int | None = 1000,
+    ) -> Group:
+        """Add `calls` as one group (pipelined, like `add_many`), and `then` to run
+        once after every member has ended (completed, failed after its retries, or
+        cancelled), with the members' `MemberOutcome`s in member order as its
+        keyword argument `outcomes`.
+
+        A `key` already taken by a group is refused: the returned Group's
+        disposition is ALREADY_SCHEDULED and nothing is added. See
+        docs/architecture.md, "Groups", for what survives which crash.
+        """
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+        group_key = key if key is not None else new_key()
+        members = [
+            self._execution(
+                call.function,
+                call.function_name or call.function.__name__,
+                call.args,
+                call.kwargs,
+                call.when,
+                call.key,
+            )
+            for call in calls
+        ]
+        state = GroupState(
+            total=len(members), done=new_bitmap(len(members)), failed=new_bitmap(len(members))
+        )
+        if then is not None:
+            parameters = task_signature(then.function).signature.parameters
+            if OUTCOMES_PARAMETER not in parameters:
+                raise TypeError(
+                    f"the group callback {then.function.__name__}() needs a parameter "
+                    f"{OUTCOMES_PARAMETER!r} (it receives the members' outcomes)"
+                )
+            callback = self._execution(
+                then.function,
+                then.function_name or then.function.__name__,
+                then.args,
+                then.kwargs,
+                then.when,
+                then.key,
+            )
+            state.then, state.then_key, state.then_when = (
+                encode(callback),
+                callback.key,
+                callback.when,
+            )
+        handle = Group(
+            self.context,
+            group_key,
+            [member.key for member in members],
+            Disposition.SCHEDULED,
+            state.then_key,
+        )
+        store = await group_store(self.context)
+        # The state record claims the key; the member list follows it, then the members.
+        if await store.create(state_key(group_key), encode_state(state)) is None:
+            handle.disposition = Disposition.ALREADY_SCHEDULED
+            return handle
+        await store.create(members_key(group_key), encode_keys(handle.member_keys))
+
+        async def one(index: int, member: Execution) -> None:
+            try:
+                headers = member_headers(group_key, index)
+                await self._publish(member, False, check_strikes=True, extra_headers=headers)
+            except Exception as error:
+                member.disposition = Disposition.FAILED
+                member.schedule_exception = error
+            if member.disposition is not Disposition.SCHEDULED:
+                # It will never run in this group: it ends now, as far as the group goes.
+                struck = member.disposition is Disposition.STRUCK
+                outcome = MemberOutcome(
+                    key=member.key,
+                    state=ExecutionState.CANCELLED if struck else ExecutionState.FAILED,
+                    error=f"not added: {member.disposition.value}",
+                )
+                await report_member(store, group_key, index, outcome)
+
+        step = chunk_size or max(1, len(members))
+        for start in range(0, len(members), step):
+            await asyncio.gather(
+                *(one(start + i, member) for i, member in enumerate(members[start : start + step]))
+            )
+        if not members:
+            await publish_then(store, group_key, state)
+        return handle
+
     async def schedule(self, execution: Execution) -> None:
         """Add an Execution built elsewhere (docket's lower-level API): add() semantics."""
         await self._publish(execution, replace=False, check_strikes=True)
@@ -398,15 +508,22 @@ class Docket:
         return True
 
     async def _publish(
-        self, execution: Execution, replace: bool, check_strikes: bool = False
+        self,
+        execution: Execution,
+        replace: bool,
+        check_strikes: bool = False,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> Execution:
         """Publish `execution` with add (or replace) semantics; with
-        `check_strikes`, a strike refuses it first (marked STRUCK, not published)."""
+        `check_strikes`, a strike refuses it first (marked STRUCK, not published).
+        `extra_headers` mark a group member."""
         if check_strikes and self._refused(execution):
             return execution
         data = encode(execution)
         subject, headers = placement(self.names, execution.key, execution.when)
         new_task_headers(self.names, execution.key, headers)
+        if extra_headers:
+            headers.update(extra_headers)
         with telemetry.adding(self.context, execution, headers, replace):
             # A replace clears the key, then claims it; if another add slips in
             # between, clear again: the last replace wins, as in docket.

@@ -23,11 +23,12 @@ from nats.aio.msg import Msg
 
 from .. import _telemetry as telemetry
 from .._context import DocketContext
+from .._groups import MemberOutcome, claim_then, group_store, membership, report_member, then_group
 from .._metrics import registry as metrics
 from .._metrics import task_labels
 from .._run_log import log_finish, log_outcome, log_start
 from .._subjects import Names
-from .._types import TaskOutcome
+from .._types import ExecutionState, TaskOutcome
 from .._wire import (
     ArgumentError,
     DeadLetter,
@@ -219,6 +220,8 @@ class Executor(Actor):
                 raise
             log_outcome(entry.execution, "cancelled", time.monotonic() - entry.started)
             await self.recorder.cancelled(entry.execution, began=entry.began)
+            cancelled = ExecutionState.CANCELLED
+            await self._report_to_group(entry.execution, cancelled, error="cancelled")
             await message.ack()
         except Exception:
             logger.exception("internal error while handling a task; handing it back")
@@ -263,6 +266,13 @@ class Executor(Actor):
         except ArgumentError as error:
             await self.park(message, key, envelope.function, str(error))
             return None
+        group = then_group(message.headers)
+        if group is not None and envelope.attempt == 1:
+            store = await group_store(self.docket)
+            if not await claim_then(store, group, message.metadata.sequence.stream):
+                logger.warning("group %r: its callback already ran; dropping a copy", group)
+                await message.ack()
+                return None
         return execution
 
     async def _run(self, entry: Running, execution: Execution) -> None:
@@ -275,6 +285,7 @@ class Executor(Actor):
             metrics.count(
                 "docket_tasks_stricken", task_labels(self.docket.name, execution.function_name)
             )
+            await self._report_to_group(execution, ExecutionState.CANCELLED, error="struck")
             return
         if execution.key in self.settings.counted_keys:
             self._started[execution.key] += 1
@@ -290,6 +301,28 @@ class Executor(Actor):
         if handled:  # a Retry / Perpetual took the outcome over and logged it
             return
         log_finish(execution, outcome, self.worker_name)
+        if outcome.exception is None:
+            await self._report_to_group(execution, ExecutionState.COMPLETED, outcome.result)
+        else:
+            error = f"{type(outcome.exception).__name__}: {outcome.exception}"
+            await self._report_to_group(execution, ExecutionState.FAILED, error=error)
+
+    async def _report_to_group(
+        self,
+        execution: Execution,
+        state: ExecutionState,
+        result: Any = None,
+        error: str | None = None,
+    ) -> None:
+        """A group member's final end, recorded before its message is acked (a
+        crash before that redelivers it, and it is counted once all the same)."""
+        message = execution.message
+        member = membership(message.headers) if message is not None else None
+        if member is None:
+            return
+        group, index = member
+        outcome = MemberOutcome(key=execution.key, state=state, result=result, error=error)
+        await report_member(await group_store(self.docket), group, index, outcome)
 
     async def _call(self, execution: Execution) -> tuple[TaskOutcome, bool]:
         """Run the task with its dependencies and outcome hooks (dependencies/_running.py).

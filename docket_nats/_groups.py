@@ -1,0 +1,457 @@
+"""Groups: tasks added together, and a callback that runs once after all of them.
+
+State lives in one KV bucket per docket, `docket-N-groups` (docs/architecture.md,
+"Groups"), never in a worker's memory:
+
+    <group>.state      GroupState: total, a done bitmap, a failed bitmap, the
+                       callback's envelope, and the callback message that
+                       claimed its run (compare-and-set on every change)
+    <group>.members    the member keys, in member order (written once)
+    <group>.o.<index>  one member's outcome (created once: expected last sequence 0)
+
+A member's end is recorded as: its outcome (create-once, so a redelivered member
+counts once and the first outcome stays), then its bit (compare-and-set; setting a
+set bit changes nothing). Whoever sees every bit set publishes the callback with
+the member outcomes baked in, under the callback's own key with expected last
+sequence 0 and a `Nats-Msg-Id` of the group; the worker that takes the callback
+first claims it in the state (its stream sequence, compare-and-set), so any other
+copy is acked unrun. Only then is the member acked: a crash anywhere before means a
+redelivery that repeats the same idempotent steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+from nats.js import api
+from nats.js.errors import APIError, KeyNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
+
+from ._context import DocketContext, HasContext, context_of
+from ._state_records import record_cancelled
+from ._subjects import (
+    EXPECTED_LAST_SUBJECT_SEQUENCE,
+    GROUP,
+    GROUP_MEMBER,
+    GROUP_THEN,
+    MSG_ID,
+    WRONG_LAST_SEQUENCE,
+    encode_key,
+    kv_subject,
+)
+from ._types import Disposition, ExecutionState
+from ._wire import decode_envelope, encode_envelope
+from ._work_stream import new_task_headers, placement
+
+logger = logging.getLogger("docket_nats.groups")
+
+# How long a group's records are kept (the bucket's max age): its key stays taken,
+# and a member redelivered within it still counts once.
+GROUP_RECORDS_AGE = timedelta(days=7)
+
+# The callback's keyword argument that receives the member outcomes.
+OUTCOMES_PARAMETER = "outcomes"
+
+
+class MemberOutcome(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """How one member of a group ended, as its callback receives it.
+
+    `state` is COMPLETED, FAILED (after its retries) or CANCELLED; `result` is the
+    return value (msgpack, so a dataclass arrives as a dict); `error` names the
+    exception of a failed member, or why it never ran.
+    """
+
+    key: str
+    state: ExecutionState
+    result: Any = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.state is ExecutionState.COMPLETED
+
+
+@dataclass(frozen=True)
+class GroupProgress:
+    """Members that reached a final state (`done`, failures included), failed ones, all."""
+
+    done: int
+    failed: int
+    total: int
+
+    @property
+    def finished(self) -> bool:
+        return self.done == self.total
+
+
+class GroupState(msgspec.Struct, kw_only=True):
+    total: int
+    done: bytes
+    failed: bytes
+    # The callback's envelope without its outcomes (None: no callback), and its key.
+    then: bytes | None = None
+    then_key: str | None = None
+    then_when: datetime | None = None
+    # The stream sequence of the callback message that claimed the run (0: none yet).
+    then_sequence: int = 0
+    cancelled: bool = False
+
+
+_state_encoder = msgspec.msgpack.Encoder()
+_state_decoder = msgspec.msgpack.Decoder(GroupState)
+_outcome_encoder = msgspec.msgpack.Encoder()
+_keys_decoder = msgspec.msgpack.Decoder(list[str])
+
+
+def new_bitmap(total: int) -> bytes:
+    return bytes((total + 7) // 8)
+
+
+def bit_count(bitmap: bytes) -> int:
+    return sum(byte.bit_count() for byte in bitmap)
+
+
+def with_bits(bitmap: bytes, indexes: Sequence[int]) -> bytes:
+    changed = bytearray(bitmap)
+    for index in indexes:
+        changed[index // 8] |= 1 << (index % 8)
+    return bytes(changed)
+
+
+def is_set(bitmap: bytes, index: int) -> bool:
+    return bool(bitmap[index // 8] & (1 << (index % 8)))
+
+
+# -- keys --------------------------------------------------------------------------
+
+
+def state_key(group: str) -> str:
+    return f"{encode_key(group)}.state"
+
+
+def members_key(group: str) -> str:
+    return f"{encode_key(group)}.members"
+
+
+def outcome_key(group: str, index: int) -> str:
+    return f"{encode_key(group)}.o.{index}"
+
+
+def then_message_id(group: str) -> str:
+    return f"group-then:{group}"
+
+
+# -- the bucket --------------------------------------------------------------------
+
+
+class GroupStore:
+    """Compare-and-set reads and writes on one docket's groups bucket."""
+
+    def __init__(self, docket: DocketContext, kv: KeyValue) -> None:
+        self.docket = docket
+        self.kv = kv
+        self.bucket = docket.names.bucket("groups")
+        self.tally = Tally(self)
+
+    async def create(self, key: str, value: bytes) -> int | None:
+        """Write `key` if it has no value yet; its sequence, or None when taken."""
+        return await self.write(key, value, 0)
+
+    async def write(self, key: str, value: bytes, expected: int) -> int | None:
+        headers = {EXPECTED_LAST_SUBJECT_SEQUENCE: str(expected)}
+        try:
+            ack = await self.docket.connection.publish(kv_subject(self.bucket, key), value, headers)
+        except APIError as error:
+            if error.err_code == WRONG_LAST_SEQUENCE:
+                return None
+            raise
+        return ack.seq
+
+    async def read_state(self, group: str) -> tuple[GroupState, int] | None:
+        try:
+            entry = await self.kv.get(state_key(group))
+        except KeyNotFoundError:
+            return None
+        if entry.value is None:
+            return None
+        return _state_decoder.decode(entry.value), entry.revision or 0
+
+    async def members(self, group: str) -> list[str]:
+        try:
+            entry = await self.kv.get(members_key(group))
+        except KeyNotFoundError:
+            return []
+        return _keys_decoder.decode(entry.value) if entry.value else []
+
+    async def outcomes(self, group: str, total: int) -> list[msgspec.Raw]:
+        """Every member's stored outcome, in member order (all exist once all bits are set).
+
+        One ordered consumer on the group's outcome keys, last value per key,
+        rather than a request per member.
+        """
+        found: dict[int, msgspec.Raw] = {}
+        if total == 0:
+            return []
+        js = self.docket.connection.js
+        timeout = self.docket.connection.request_timeout
+        prefix = kv_subject(self.bucket, f"{encode_key(group)}.o.")
+        subscription = await js.subscribe(  # pyright: ignore[reportUnknownMemberType]
+            prefix + "*",
+            ordered_consumer=True,
+            deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
+            pending_msgs_limit=max(total * 2, 1024),
+        )
+        try:
+            while len(found) < total:
+                message = await subscription.next_msg(timeout=timeout)
+                found[int(message.subject[len(prefix) :])] = msgspec.Raw(message.data)
+        finally:
+            await subscription.unsubscribe()
+        return [found[index] for index in range(total)]
+
+
+class Tally:
+    """Sets members' done bits, one compare-and-set per group at a time per process.
+
+    Completions of one group that arrive while a write is in flight go into the
+    next write together: a thousand members finishing at once cost a few writes,
+    not a thousand conflicting ones.
+    """
+
+    def __init__(self, store: GroupStore) -> None:
+        self.store = store
+        self._pending: dict[str, list[tuple[int, bool, asyncio.Future[None]]]] = {}
+        self._writers: dict[str, asyncio.Task[None]] = {}
+
+    async def mark(self, group: str, index: int, failed: bool) -> None:
+        """Return once the member's bit is stored (and the callback published if it
+        was the last)."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.setdefault(group, []).append((index, failed, done))
+        if group not in self._writers:
+            self._writers[group] = asyncio.create_task(self._write(group))
+        await done
+
+    async def _write(self, group: str) -> None:
+        try:
+            while batch := self._pending.pop(group, []):
+                try:
+                    await self._store(group, batch)
+                except BaseException as error:
+                    for _, _, done in batch:
+                        if not done.done():
+                            done.set_exception(error)
+                    if not isinstance(error, Exception):
+                        raise
+                else:
+                    for _, _, done in batch:
+                        if not done.done():
+                            done.set_result(None)
+        finally:
+            del self._writers[group]
+
+    async def _store(self, group: str, batch: list[tuple[int, bool, asyncio.Future[None]]]) -> None:
+        store = self.store
+        indexes = [index for index, _, _ in batch]
+        failures = [index for index, failed, _ in batch if failed]
+        while True:
+            current = await store.read_state(group)
+            if current is None:
+                logger.warning("group %r has no state (expired?); member ends not counted", group)
+                return
+            state, revision = current
+            done = with_bits(state.done, indexes)
+            failed = with_bits(state.failed, failures)
+            if done != state.done or failed != state.failed:
+                state.done, state.failed = done, failed
+                written = await store.write(state_key(group), encode_state(state), revision)
+                if written is None:
+                    continue  # another worker wrote meanwhile: read again
+            if bit_count(state.done) >= state.total:
+                await publish_then(store, group, state)
+            return
+
+
+async def publish_then(store: GroupStore, group: str, state: GroupState) -> None:
+    """Publish the callback of a group whose members have all ended (idempotent).
+
+    Expected last sequence 0 on its key refuses a second copy while the first is
+    queued or running; the Msg-Id drops one within the duplicate window after it
+    ran; a copy that still gets through is acked unrun (`claim_then`).
+    """
+    if state.then is None or state.then_sequence or state.then_key is None:
+        return
+    envelope = decode_envelope(state.then)
+    outcomes = await store.outcomes(group, state.total)
+    envelope.kwargs[OUTCOMES_PARAMETER] = msgspec.Raw(_outcome_encoder.encode(outcomes))
+    names = store.docket.names
+    subject, headers = placement(names, state.then_key, state.then_when or datetime.now(UTC))
+    new_task_headers(names, state.then_key, headers)
+    headers[MSG_ID] = then_message_id(group)
+    headers[GROUP_THEN] = group
+    try:
+        await store.docket.connection.publish(subject, encode_envelope(envelope), headers)
+    except APIError as error:
+        if error.err_code != WRONG_LAST_SEQUENCE:
+            raise
+        logger.debug("group %r: its callback is already queued", group)
+
+
+async def claim_then(store: GroupStore, group: str, sequence: int) -> bool:
+    """Whether the callback message with this stream sequence may run: the first
+    copy claims the group's callback; its own redelivery may run again; any other
+    copy may not."""
+    while True:
+        current = await store.read_state(group)
+        if current is None:
+            return True  # records gone (expired): nothing to compare against
+        state, revision = current
+        if state.then_sequence:
+            return state.then_sequence == sequence
+        state.then_sequence = sequence
+        if await store.write(state_key(group), encode_state(state), revision):
+            return True
+
+
+async def report_member(store: GroupStore, group: str, index: int, outcome: MemberOutcome) -> None:
+    """Record that a member ended: its outcome once, then its bit."""
+    try:
+        data = _outcome_encoder.encode(outcome)
+    except (TypeError, ValueError, OverflowError) as error:
+        outcome = msgspec.structs.replace(
+            outcome, result=None, error=outcome.error or f"the result cannot be stored: {error}"
+        )
+        data = _outcome_encoder.encode(outcome)
+    created = await store.create(outcome_key(group, index), data)
+    # Only the outcome that was stored may set the failed bit (bits are never
+    # cleared, so a later differing report must not set it).
+    failed = created is not None and outcome.state is not ExecutionState.COMPLETED
+    await store.tally.mark(group, index, failed)
+
+
+# -- one store per docket ------------------------------------------------------------
+
+_stores: weakref.WeakKeyDictionary[DocketContext, tuple[object, asyncio.Future[GroupStore]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def group_store(docket: DocketContext) -> GroupStore:
+    """The docket's groups store, its bucket created on first use."""
+    js = docket.connection.js
+    cached = _stores.get(docket)
+    if cached is None or cached[0] is not js or _failed(cached[1]):
+        cached = (js, asyncio.ensure_future(_open(docket)))
+        _stores[docket] = cached
+    if cached[1].done():
+        return cached[1].result()
+    return await asyncio.shield(cached[1])
+
+
+def _failed(pending: asyncio.Future[GroupStore]) -> bool:
+    return pending.done() and (pending.cancelled() or pending.exception() is not None)
+
+
+async def _open(docket: DocketContext) -> GroupStore:
+    js = docket.connection.js
+    name = docket.names.bucket("groups")
+    try:
+        kv = await js.key_value(name)
+    except NotFoundError:
+        try:
+            kv = await js.create_key_value(  # pyright: ignore[reportUnknownMemberType]
+                bucket=name,
+                history=1,
+                replicas=docket.replicas,
+                ttl=GROUP_RECORDS_AGE.total_seconds(),
+            )
+        except Exception:  # (created concurrently by another process)
+            kv = await js.key_value(name)
+    return GroupStore(docket, kv)
+
+
+# -- what a member's message says ----------------------------------------------------
+
+
+def member_headers(group: str, index: int) -> dict[str, str]:
+    return {GROUP: group, GROUP_MEMBER: str(index)}
+
+
+def membership(headers: dict[str, str] | None) -> tuple[str, int] | None:
+    """The group and index a task message belongs to, if any."""
+    if not headers or GROUP not in headers:
+        return None
+    return headers[GROUP], int(headers[GROUP_MEMBER])
+
+
+def then_group(headers: dict[str, str] | None) -> str | None:
+    """The group whose callback a task message is, if it is one."""
+    return headers.get(GROUP_THEN) if headers else None
+
+
+# -- the handle ----------------------------------------------------------------------
+
+
+@dataclass
+class Group:
+    """A group added with `Docket.group()`: its key, members, and control."""
+
+    docket: DocketContext = field(repr=False)
+    key: str
+    member_keys: list[str]
+    disposition: Disposition
+    then_key: str | None = None
+
+    @classmethod
+    def of(cls, docket: DocketContext | HasContext, key: str) -> Group:
+        """A handle on an existing group (progress and cancel read its records)."""
+        return cls(context_of(docket), key, [], Disposition.LOADED)
+
+    async def progress(self) -> GroupProgress:
+        store = await group_store(self.docket)
+        current = await store.read_state(self.key)
+        if current is None:
+            raise KeyError(f"no group {self.key!r}")
+        state, _ = current
+        return GroupProgress(bit_count(state.done), bit_count(state.failed), state.total)
+
+    async def cancel(self) -> None:
+        """Cancel every member that has not ended: queued and future ones are removed
+        (and count as cancelled), running ones get the cancel notice and end as
+        cancelled. The callback then runs with the outcomes, as after any end."""
+        store = await group_store(self.docket)
+        current = await store.read_state(self.key)
+        if current is None:
+            raise KeyError(f"no group {self.key!r}")
+        state, _ = current
+        keys = self.member_keys or await store.members(self.key)
+        connection = self.docket.connection
+        names = self.docket.names
+
+        async def one(index: int, key: str) -> None:
+            if is_set(state.done, index):
+                return
+            if await connection.purge(names.stream, names.any_state(key)):
+                await record_cancelled(self.docket, key)
+                outcome = MemberOutcome(
+                    key=key, state=ExecutionState.CANCELLED, error="cancelled with its group"
+                )
+                await report_member(store, self.key, index, outcome)
+            await connection.nc.publish(names.cancel(key), b"")
+
+        await asyncio.gather(*(one(index, key) for index, key in enumerate(keys)))
+
+
+def encode_state(state: GroupState) -> bytes:
+    return _state_encoder.encode(state)
+
+
+def encode_keys(keys: list[str]) -> bytes:
+    return _outcome_encoder.encode(keys)
