@@ -3,15 +3,17 @@
 State lives in one KV bucket per docket, `docket-N-groups` (docs/architecture.md,
 "Groups"), never in a worker's memory:
 
-    <group>.state      GroupState: total, a done bitmap, a failed bitmap, the
-                       callback's envelope, and the callback message that
-                       claimed its run (compare-and-set on every change)
+    <group>.state      GroupState: total, a done bitmap, a failed bitmap, the ids
+                       of the committed outcome batches, the callback's envelope,
+                       and the callback message that claimed its run
+                       (compare-and-set on every change)
     <group>.members    the member keys, in member order (written once)
-    <group>.o.<index>  one member's outcome (created once: expected last sequence 0)
+    <group>.b.<id>     the outcomes of the members one write counted
 
-A member's end is recorded as: its outcome (create-once, so a redelivered member
-counts once and the first outcome stays), then its bit (compare-and-set; setting a
-set bit changes nothing). Whoever sees every bit set publishes the callback with
+A member's end is recorded as: a batch record with its outcome (and those of the
+members that ended meanwhile in the same process), then its bit and the batch's id
+in one compare-and-set (a member whose bit is set already is left out: it counts
+once). Whoever sees every bit set publishes the callback with
 the member outcomes baked in, under the callback's own key with expected last
 sequence 0 and a `Nats-Msg-Id` of the group; the worker that takes the callback
 first claims it in the state (its stream sequence, compare-and-set), so any other
@@ -22,7 +24,9 @@ redelivery that repeats the same idempotent steps.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import uuid
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,7 +34,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
-from nats.js import api
+from nats.aio.msg import Msg
 from nats.js.errors import APIError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
@@ -41,9 +45,15 @@ from ._subjects import (
     GROUP,
     GROUP_MEMBER,
     GROUP_THEN,
+    LAST_SEQUENCE,
     MSG_ID,
+    NATS_SUBJECT,
+    NUM_PENDING,
+    STATUS,
     WRONG_LAST_SEQUENCE,
+    direct_get_api,
     encode_key,
+    kv_stream,
     kv_subject,
 )
 from ._types import Disposition, ExecutionState
@@ -101,13 +111,16 @@ class GroupState(msgspec.Struct, kw_only=True):
     then_when: datetime | None = None
     # The stream sequence of the callback message that claimed the run (0: none yet).
     then_sequence: int = 0
-    cancelled: bool = False
+    # The ids of the batch records whose members' bits are set (see Tally).
+    batches: list[str] = msgspec.field(default_factory=list[str])
 
 
 _state_encoder = msgspec.msgpack.Encoder()
 _state_decoder = msgspec.msgpack.Decoder(GroupState)
 _outcome_encoder = msgspec.msgpack.Encoder()
 _keys_decoder = msgspec.msgpack.Decoder(list[str])
+_batch_encoder = msgspec.msgpack.Encoder()
+_batch_decoder = msgspec.msgpack.Decoder(list[tuple[int, msgspec.Raw]])
 
 
 def new_bitmap(total: int) -> bytes:
@@ -140,8 +153,8 @@ def members_key(group: str) -> str:
     return f"{encode_key(group)}.members"
 
 
-def outcome_key(group: str, index: int) -> str:
-    return f"{encode_key(group)}.o.{index}"
+def batch_key(group: str, batch: str) -> str:
+    return f"{encode_key(group)}.b.{batch}"
 
 
 def then_message_id(group: str) -> str:
@@ -158,7 +171,11 @@ class GroupStore:
         self.docket = docket
         self.kv = kv
         self.bucket = docket.names.bucket("groups")
+        self.direct_api = direct_get_api(kv_stream(self.bucket))
         self.tally = Tally(self)
+
+    async def put(self, key: str, value: bytes) -> None:
+        await self.docket.connection.publish(kv_subject(self.bucket, key), value)
 
     async def create(self, key: str, value: bytes) -> int | None:
         """Write `key` if it has no value yet; its sequence, or None when taken."""
@@ -190,51 +207,83 @@ class GroupStore:
             return []
         return _keys_decoder.decode(entry.value) if entry.value else []
 
-    async def outcomes(self, group: str, total: int) -> list[msgspec.Raw]:
-        """Every member's stored outcome, in member order (all exist once all bits are set).
+    async def outcomes(self, group: str, state: GroupState) -> list[msgspec.Raw]:
+        """Every member's outcome, in member order, from the committed batches.
 
-        One ordered consumer on the group's outcome keys, last value per key,
-        rather than a request per member.
+        Batched direct gets on the group's batch keys: one request answers them
+        all, with no consumer to create (an ordered consumer cost ~10 ms more), and
+        one message per batch rather than per member (nats-py spends ~35 µs on each
+        message it receives).
         """
         found: dict[int, msgspec.Raw] = {}
-        if total == 0:
-            return []
-        js = self.docket.connection.js
+        committed = set(state.batches)
+        prefix = kv_subject(self.bucket, f"{encode_key(group)}.b.")
+        nc = self.docket.connection.nc
         timeout = self.docket.connection.request_timeout
-        prefix = kv_subject(self.bucket, f"{encode_key(group)}.o.")
-        subscription = await js.subscribe(  # pyright: ignore[reportUnknownMemberType]
-            prefix + "*",
-            ordered_consumer=True,
-            deliver_policy=api.DeliverPolicy.LAST_PER_SUBJECT,
-            pending_msgs_limit=max(total * 2, 1024),
-        )
+        replies: asyncio.Queue[Msg] = asyncio.Queue()
+
+        async def on_reply(message: Msg) -> None:
+            replies.put_nowait(message)
+
+        inbox = nc.new_inbox()
+        subscription = await nc.subscribe(inbox, cb=on_reply)  # pyright: ignore[reportUnknownMemberType]
         try:
-            while len(found) < total:
-                message = await subscription.next_msg(timeout=timeout)
-                found[int(message.subject[len(prefix) :])] = msgspec.Raw(message.data)
+            start = 1
+            while True:
+                request = {"seq": start, "next_by_subj": prefix + "*", "batch": 1000}
+                await nc.publish(self.direct_api, json.dumps(request).encode(), reply=inbox)
+                while True:
+                    reply = await asyncio.wait_for(replies.get(), timeout)
+                    headers = reply.headers or {}
+                    if STATUS in headers:  # the end of this batch (204), or none (404)
+                        break
+                    # Batches that lost their compare-and-set (or whose writer died
+                    # before it) are not committed: their members count elsewhere.
+                    if headers[NATS_SUBJECT][len(prefix) :] in committed:
+                        for index, outcome in _batch_decoder.decode(reply.data):
+                            found[index] = outcome
+                if headers.get(STATUS) != "204" or headers.get(NUM_PENDING, "0") == "0":
+                    break
+                start = int(headers[LAST_SEQUENCE]) + 1
         finally:
             await subscription.unsubscribe()
-        return [found[index] for index in range(total)]
+        missing = [index for index in range(state.total) if index not in found]
+        if missing:
+            raise RuntimeError(f"group {group!r}: outcomes of members {missing[:10]} not found")
+        return [found[index] for index in range(state.total)]
+
+
+# One member's end waiting to be counted: its index, encoded outcome, whether it
+# failed, and who waits for it to be stored.
+Pending = tuple[int, bytes, bool, "asyncio.Future[None]"]
 
 
 class Tally:
-    """Sets members' done bits, one compare-and-set per group at a time per process.
+    """Counts members' ends: one batch record and one compare-and-set per write.
 
-    Completions of one group that arrive while a write is in flight go into the
-    next write together: a thousand members finishing at once cost a few writes,
-    not a thousand conflicting ones.
+    Per group and process one writer at a time; the ends that arrive while a write
+    is in flight go into the next write together (a thousand members ending at
+    once cost tens of writes, not a thousand conflicting ones). A write keeps the
+    members whose bit is not set yet, stores their outcomes as one batch record
+    under a new id, then sets their bits and adds the id to the committed batches
+    in one compare-and-set. So a member counts once, the outcome the callback
+    receives is the one whose bit was set, and a batch whose writer lost the race
+    or died before committing is ignored.
     """
 
     def __init__(self, store: GroupStore) -> None:
         self.store = store
-        self._pending: dict[str, list[tuple[int, bool, asyncio.Future[None]]]] = {}
+        self._pending: dict[str, list[Pending]] = {}
         self._writers: dict[str, asyncio.Task[None]] = {}
+        # The state and revision this process wrote last, per group in flight (saves
+        # a read per write; a stale one only makes the compare-and-set fail).
+        self._known: dict[str, tuple[GroupState, int]] = {}
 
-    async def mark(self, group: str, index: int, failed: bool) -> None:
-        """Return once the member's bit is stored (and the callback published if it
+    async def mark(self, group: str, index: int, outcome: bytes, failed: bool) -> None:
+        """Return once the member's end is stored (and the callback published if it
         was the last)."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.setdefault(group, []).append((index, failed, done))
+        self._pending.setdefault(group, []).append((index, outcome, failed, done))
         if group not in self._writers:
             self._writers[group] = asyncio.create_task(self._write(group))
         await done
@@ -245,37 +294,59 @@ class Tally:
                 try:
                     await self._store(group, batch)
                 except BaseException as error:
-                    for _, _, done in batch:
+                    self._known.pop(group, None)
+                    for *_, done in batch:
                         if not done.done():
                             done.set_exception(error)
                     if not isinstance(error, Exception):
                         raise
                 else:
-                    for _, _, done in batch:
+                    for *_, done in batch:
                         if not done.done():
                             done.set_result(None)
         finally:
             del self._writers[group]
 
-    async def _store(self, group: str, batch: list[tuple[int, bool, asyncio.Future[None]]]) -> None:
+    async def _store(self, group: str, batch: list[Pending]) -> None:
         store = self.store
-        indexes = [index for index, _, _ in batch]
-        failures = [index for index, failed, _ in batch if failed]
+        written_for: list[int] | None = None
+        batch_id = ""
+        current = self._known.pop(group, None)
         while True:
-            current = await store.read_state(group)
             if current is None:
-                logger.warning("group %r has no state (expired?); member ends not counted", group)
-                return
+                current = await store.read_state(group)
+                if current is None:
+                    logger.warning("group %r has no state (expired?): ends not counted", group)
+                    return
             state, revision = current
-            done = with_bits(state.done, indexes)
-            failed = with_bits(state.failed, failures)
-            if done != state.done or failed != state.failed:
-                state.done, state.failed = done, failed
+            fresh: dict[int, tuple[bytes, bool]] = {}
+            for index, outcome, failed, _ in batch:
+                if not is_set(state.done, index) and index not in fresh:
+                    fresh[index] = (outcome, failed)
+            if fresh:
+                indexes = sorted(fresh)
+                if indexes != written_for:
+                    batch_id = uuid.uuid4().hex[:16]
+                    entries = [(index, msgspec.Raw(fresh[index][0])) for index in indexes]
+                    await store.put(batch_key(group, batch_id), _batch_encoder.encode(entries))
+                    written_for = indexes
+                state.done = with_bits(state.done, indexes)
+                state.failed = with_bits(state.failed, [i for i in indexes if fresh[i][1]])
+                state.batches.append(batch_id)
                 written = await store.write(state_key(group), encode_state(state), revision)
                 if written is None:
-                    continue  # another worker wrote meanwhile: read again
+                    current = None  # another process wrote meanwhile: read again
+                    continue
+                current = (state, written)
+            elif revision and written_for is None:
+                # Every member here was counted before (a redelivery): decide on a
+                # fresh read whether the callback still needs publishing.
+                current = await store.read_state(group) or current
+                state = current[0]
             if bit_count(state.done) >= state.total:
                 await publish_then(store, group, state)
+            else:
+                self._known[group] = current
             return
 
 
@@ -289,7 +360,7 @@ async def publish_then(store: GroupStore, group: str, state: GroupState) -> None
     if state.then is None or state.then_sequence or state.then_key is None:
         return
     envelope = decode_envelope(state.then)
-    outcomes = await store.outcomes(group, state.total)
+    outcomes = await store.outcomes(group, state)
     envelope.kwargs[OUTCOMES_PARAMETER] = msgspec.Raw(_outcome_encoder.encode(outcomes))
     names = store.docket.names
     subject, headers = placement(names, state.then_key, state.then_when or datetime.now(UTC))
@@ -321,7 +392,7 @@ async def claim_then(store: GroupStore, group: str, sequence: int) -> bool:
 
 
 async def report_member(store: GroupStore, group: str, index: int, outcome: MemberOutcome) -> None:
-    """Record that a member ended: its outcome once, then its bit."""
+    """Record that a member ended (counted once however often it is reported)."""
     try:
         data = _outcome_encoder.encode(outcome)
     except (TypeError, ValueError, OverflowError) as error:
@@ -329,11 +400,8 @@ async def report_member(store: GroupStore, group: str, index: int, outcome: Memb
             outcome, result=None, error=outcome.error or f"the result cannot be stored: {error}"
         )
         data = _outcome_encoder.encode(outcome)
-    created = await store.create(outcome_key(group, index), data)
-    # Only the outcome that was stored may set the failed bit (bits are never
-    # cleared, so a later differing report must not set it).
-    failed = created is not None and outcome.state is not ExecutionState.COMPLETED
-    await store.tally.mark(group, index, failed)
+    failed = outcome.state is not ExecutionState.COMPLETED
+    await store.tally.mark(group, index, data, failed)
 
 
 # -- one store per docket ------------------------------------------------------------
@@ -371,6 +439,7 @@ async def _open(docket: DocketContext) -> GroupStore:
                 history=1,
                 replicas=docket.replicas,
                 ttl=GROUP_RECORDS_AGE.total_seconds(),
+                direct=True,  # outcomes are read with batched direct gets
             )
         except Exception:  # (created concurrently by another process)
             kv = await js.key_value(name)

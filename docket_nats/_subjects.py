@@ -43,6 +43,10 @@ KV_OPERATION = "KV-Operation"
 # On the server's status messages (pull requests, no responders).
 STATUS = "Status"
 PENDING_MESSAGES = "Nats-Pending-Messages"
+# On direct get replies: the message's subject; on the end of a batch, what is left.
+NATS_SUBJECT = "Nats-Subject"
+NUM_PENDING = "Nats-Num-Pending"
+LAST_SEQUENCE = "Nats-Last-Sequence"
 
 # -- Error codes -------------------------------------------------------------------
 # A publish whose expected last subject sequence did not hold: the key is taken,
@@ -73,6 +77,11 @@ def kv_subject(bucket: str, key: str) -> str:
 
 def stream_purge_api(stream: str) -> str:
     return f"$JS.API.STREAM.PURGE.{stream}"
+
+
+def direct_get_api(stream: str) -> str:
+    """Where a direct get (one message, or a batch) of a stream with allow_direct goes."""
+    return f"$JS.API.DIRECT.GET.{stream}"
 
 
 def consumer_next_api(stream: str, consumer: str) -> str:
