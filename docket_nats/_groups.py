@@ -30,7 +30,7 @@ import uuid
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -45,6 +45,7 @@ from ._subjects import (
     GROUP,
     GROUP_MEMBER,
     GROUP_THEN,
+    GROUP_THEN_INDEX,
     LAST_SEQUENCE,
     MSG_ID,
     NATS_SUBJECT,
@@ -101,16 +102,26 @@ class GroupProgress:
         return self.done == self.total
 
 
+class ThenTask(msgspec.Struct, array_like=True):
+    """A task a group publishes once all its members have ended."""
+
+    # Its envelope without the outcomes, its key and due time.
+    envelope: bytes
+    key: str
+    when: datetime
+    # The stream sequence of its message that claimed the run (0: none yet).
+    sequence: int = 0
+
+
 class GroupState(msgspec.Struct, kw_only=True):
     total: int
     done: bytes
     failed: bytes
     # The callback's envelope without its outcomes (None: no callback), and its key.
-    then: bytes | None = None
-    then_key: str | None = None
-    then_when: datetime | None = None
-    # The stream sequence of the callback message that claimed the run (0: none yet).
-    then_sequence: int = 0
+    # What runs once every member has ended: the callback, or a chain's next step.
+    then: list[ThenTask] = msgspec.field(default_factory=list["ThenTask"])
+    # The group those tasks are members of (a chain's next step), if any.
+    then_group: str | None = None
     # The ids of the batch records whose members' bits are set (see Tally).
     batches: list[str] = msgspec.field(default_factory=list[str])
 
@@ -157,8 +168,8 @@ def batch_key(group: str, batch: str) -> str:
     return f"{encode_key(group)}.b.{batch}"
 
 
-def then_message_id(group: str) -> str:
-    return f"group-then:{group}"
+def then_message_id(group: str, index: int) -> str:
+    return f"group-then:{group}:{index}"
 
 
 # -- the bucket --------------------------------------------------------------------
@@ -351,42 +362,51 @@ class Tally:
 
 
 async def publish_then(store: GroupStore, group: str, state: GroupState) -> None:
-    """Publish the callback of a group whose members have all ended (idempotent).
+    """Publish what runs after a group whose members have all ended (idempotent).
 
-    Expected last sequence 0 on its key refuses a second copy while the first is
-    queued or running; the Msg-Id drops one within the duplicate window after it
-    ran; a copy that still gets through is acked unrun (`claim_then`).
+    Expected last sequence 0 on each task's key refuses a second copy while the
+    first is queued or running; the Msg-Id drops one within the duplicate window
+    after it ran; a copy that still gets through is acked unrun (`claim_then`).
     """
-    if state.then is None or state.then_sequence or state.then_key is None:
+    waiting = [(index, task) for index, task in enumerate(state.then) if not task.sequence]
+    if not waiting:
         return
-    envelope = decode_envelope(state.then)
-    outcomes = await store.outcomes(group, state)
-    envelope.kwargs[OUTCOMES_PARAMETER] = msgspec.Raw(_outcome_encoder.encode(outcomes))
+    outcomes = msgspec.Raw(_outcome_encoder.encode(await store.outcomes(group, state)))
     names = store.docket.names
-    subject, headers = placement(names, state.then_key, state.then_when or datetime.now(UTC))
-    new_task_headers(names, state.then_key, headers)
-    headers[MSG_ID] = then_message_id(group)
-    headers[GROUP_THEN] = group
-    try:
-        await store.docket.connection.publish(subject, encode_envelope(envelope), headers)
-    except APIError as error:
-        if error.err_code != WRONG_LAST_SEQUENCE:
-            raise
-        logger.debug("group %r: its callback is already queued", group)
+
+    async def one(index: int, task: ThenTask) -> None:
+        envelope = decode_envelope(task.envelope)
+        envelope.kwargs[OUTCOMES_PARAMETER] = outcomes
+        subject, headers = placement(names, task.key, task.when)
+        new_task_headers(names, task.key, headers)
+        headers[MSG_ID] = then_message_id(group, index)
+        headers[GROUP_THEN] = group
+        headers[GROUP_THEN_INDEX] = str(index)
+        if state.then_group is not None:
+            headers.update(member_headers(state.then_group, index))
+        try:
+            await store.docket.connection.publish(subject, encode_envelope(envelope), headers)
+        except APIError as error:
+            if error.err_code != WRONG_LAST_SEQUENCE:
+                raise
+            logger.debug("group %r: %r is already queued", group, task.key)
+
+    await asyncio.gather(*(one(index, task) for index, task in waiting))
 
 
-async def claim_then(store: GroupStore, group: str, sequence: int) -> bool:
-    """Whether the callback message with this stream sequence may run: the first
-    copy claims the group's callback; its own redelivery may run again; any other
+async def claim_then(store: GroupStore, group: str, index: int, sequence: int) -> bool:
+    """Whether the message with this stream sequence of a group's then-task may
+    run: the first copy claims it; its own redelivery may run again; any other
     copy may not."""
     while True:
         current = await store.read_state(group)
-        if current is None:
+        if current is None or index >= len(current[0].then):
             return True  # records gone (expired): nothing to compare against
         state, revision = current
-        if state.then_sequence:
-            return state.then_sequence == sequence
-        state.then_sequence = sequence
+        task = state.then[index]
+        if task.sequence:
+            return task.sequence == sequence
+        task.sequence = sequence
         if await store.write(state_key(group), encode_state(state), revision):
             return True
 
@@ -460,9 +480,11 @@ def membership(headers: dict[str, str] | None) -> tuple[str, int] | None:
     return headers[GROUP], int(headers[GROUP_MEMBER])
 
 
-def then_group(headers: dict[str, str] | None) -> str | None:
-    """The group whose callback a task message is, if it is one."""
-    return headers.get(GROUP_THEN) if headers else None
+def then_of(headers: dict[str, str] | None) -> tuple[str, int] | None:
+    """The group (and index) whose then-task a message is, if it is one."""
+    if not headers or GROUP_THEN not in headers:
+        return None
+    return headers[GROUP_THEN], int(headers.get(GROUP_THEN_INDEX, "0"))
 
 
 # -- the handle ----------------------------------------------------------------------
@@ -476,7 +498,8 @@ class Group:
     key: str
     member_keys: list[str]
     disposition: Disposition
-    then_key: str | None = None
+    # What runs after it: its callback, or the members of a chain's next step.
+    then_keys: list[str] = field(default_factory=list[str])
 
     @classmethod
     def of(cls, docket: DocketContext | HasContext, key: str) -> Group:

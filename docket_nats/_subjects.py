@@ -30,7 +30,8 @@ DOCKET_WHEN = "Docket-When"
 GROUP = "Docket-Group"
 GROUP_MEMBER = "Docket-Group-Member"
 GROUP_THEN = "Docket-Group-Then"
-GROUP_HEADERS = (GROUP, GROUP_MEMBER, GROUP_THEN)
+GROUP_THEN_INDEX = "Docket-Group-Then-Index"
+GROUP_HEADERS = (GROUP, GROUP_MEMBER, GROUP_THEN, GROUP_THEN_INDEX)
 # JetStream's (docs/nats-facts.md §3, §5).
 MSG_ID = "Nats-Msg-Id"
 EXPECTED_LAST_SUBJECT_SEQUENCE = "Nats-Expected-Last-Subject-Sequence"

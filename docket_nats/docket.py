@@ -28,7 +28,9 @@ from ._groups import (
     OUTCOMES_PARAMETER,
     Group,
     GroupState,
+    GroupStore,
     MemberOutcome,
+    ThenTask,
     encode_keys,
     encode_state,
     group_store,
@@ -291,57 +293,93 @@ class Docket:
         disposition is ALREADY_SCHEDULED and nothing is added. See
         docs/architecture.md, "Groups", for what survives which crash.
         """
+        [group] = await self._stages(
+            [list(calls), [then] if then is not None else []], key, chunk_size
+        )
+        return group
+
+    async def chain(
+        self, *steps: TaskCall | Iterable[TaskCall], key: str | None = None
+    ) -> list[Group]:
+        """Run `steps` one after another: a step is a task call, or several (a group,
+        run in parallel). Every step after the first receives the outcomes of the
+        one before it as its keyword argument `outcomes` (`outcomes[0].result` is
+        the previous task's result), and starts once all of that step has ended.
+
+        Returns one Group per step (keys `<key>.1`, `<key>.2`, ...). A `key` already
+        taken is refused: the first Group's disposition is ALREADY_SCHEDULED and
+        nothing is added.
+        """
+        stages = [[step] if isinstance(step, TaskCall) else list(step) for step in steps]
+        if not stages:
+            raise ValueError("a chain needs at least one step")
+        if len(stages) == 1:
+            stages.append([])  # one step: a group with nothing after it
+        return await self._stages(stages, key, chunk_size=1000, chained=True)
+
+    async def _stages(
+        self,
+        stages: list[list[TaskCall]],
+        key: str | None,
+        chunk_size: int | None,
+        chained: bool = False,
+    ) -> list[Group]:
+        """Groups for stages[:-1], each one's members the callback of the one
+        before; the last stage is the last group's callback (or none)."""
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
-        group_key = key if key is not None else new_key()
-        members = [
-            self._execution(
-                call.function,
-                call.function_name or call.function.__name__,
-                call.args,
-                call.kwargs,
-                call.when,
-                call.key,
+        for stage in stages[1:]:
+            for call in stage:
+                if OUTCOMES_PARAMETER not in task_signature(call.function).signature.parameters:
+                    raise TypeError(
+                        f"the group callback {call.function.__name__}() needs a parameter "
+                        f"{OUTCOMES_PARAMETER!r} (it receives the members' outcomes)"
+                    )
+        base = key if key is not None else new_key()
+        count = len(stages) - 1
+        keys = [f"{base}.{i + 1}" for i in range(count)] if chained else [base]
+        executions = [[self._execution_of(call) for call in stage] for stage in stages]
+        groups = [
+            Group(
+                self.context,
+                keys[i],
+                [member.key for member in executions[i]],
+                Disposition.SCHEDULED,
+                [task.key for task in executions[i + 1]],
             )
-            for call in calls
+            for i in range(count)
         ]
-        state = GroupState(
-            total=len(members), done=new_bitmap(len(members)), failed=new_bitmap(len(members))
-        )
-        if then is not None:
-            parameters = task_signature(then.function).signature.parameters
-            if OUTCOMES_PARAMETER not in parameters:
-                raise TypeError(
-                    f"the group callback {then.function.__name__}() needs a parameter "
-                    f"{OUTCOMES_PARAMETER!r} (it receives the members' outcomes)"
-                )
-            callback = self._execution(
-                then.function,
-                then.function_name or then.function.__name__,
-                then.args,
-                then.kwargs,
-                then.when,
-                then.key,
-            )
-            state.then, state.then_key, state.then_when = (
-                encode(callback),
-                callback.key,
-                callback.when,
-            )
-        handle = Group(
-            self.context,
-            group_key,
-            [member.key for member in members],
-            Disposition.SCHEDULED,
-            state.then_key,
-        )
         store = await group_store(self.context)
-        # The state record claims the key; the member list follows it, then the members.
-        if await store.create(state_key(group_key), encode_state(state)) is None:
-            handle.disposition = Disposition.ALREADY_SCHEDULED
-            return handle
-        await store.create(members_key(group_key), encode_keys(handle.member_keys))
+        # Last first: a stage's state exists before the one that completes into it.
+        # The state record claims the key; the member list follows it.
+        states: list[GroupState] = []
+        for i in reversed(range(count)):
+            total = len(executions[i])
+            state = GroupState(
+                total=total,
+                done=new_bitmap(total),
+                failed=new_bitmap(total),
+                then=[ThenTask(encode(task), task.key, task.when) for task in executions[i + 1]],
+                then_group=keys[i + 1] if i + 1 < count else None,
+            )
+            if await store.create(state_key(keys[i]), encode_state(state)) is None:
+                for group in groups:
+                    group.disposition = Disposition.ALREADY_SCHEDULED
+                return groups
+            await store.create(members_key(keys[i]), encode_keys(groups[i].member_keys))
+            states.insert(0, state)
+        await self._publish_members(store, keys[0], executions[0], chunk_size)
+        if not executions[0]:
+            await publish_then(store, keys[0], states[0])
+        return groups
 
+    async def _publish_members(
+        self,
+        store: GroupStore,
+        group_key: str,
+        members: list[Execution],
+        chunk_size: int | None,
+    ) -> None:
         async def one(index: int, member: Execution) -> None:
             try:
                 headers = member_headers(group_key, index)
@@ -364,9 +402,16 @@ class Docket:
             await asyncio.gather(
                 *(one(start + i, member) for i, member in enumerate(members[start : start + step]))
             )
-        if not members:
-            await publish_then(store, group_key, state)
-        return handle
+
+    def _execution_of(self, call: TaskCall) -> Execution:
+        return self._execution(
+            call.function,
+            call.function_name or call.function.__name__,
+            call.args,
+            call.kwargs,
+            call.when,
+            call.key,
+        )
 
     async def schedule(self, execution: Execution) -> None:
         """Add an Execution built elsewhere (docket's lower-level API): add() semantics."""

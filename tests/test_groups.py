@@ -39,6 +39,14 @@ async def slow(n: int) -> None:
     await asyncio.sleep(60)
 
 
+async def plus_one(outcomes: list[MemberOutcome]) -> int:
+    return outcomes[0].result + 1
+
+
+async def times(factor: int, outcomes: list[MemberOutcome]) -> int:
+    return outcomes[0].result * factor
+
+
 async def collect(label: str, outcomes: list[MemberOutcome]) -> None:
     seen.setdefault(label, []).append(outcomes)
     arrived.set()
@@ -93,7 +101,7 @@ async def test_a_thousand_members_one_callback_with_every_outcome_in_order(
     # Once: the callback's message is gone (acked) and it was claimed by that one message.
     store = await group_store(docket.context)
     state = await store.read_state("thousand")
-    assert state is not None and state[0].then_sequence > 0
+    assert state is not None and state[0].then[0].sequence > 0
     async with asyncio.timeout(10):
         while await work_stream_messages(docket):  # noqa: ASYNC110
             await asyncio.sleep(0.02)
@@ -188,6 +196,41 @@ async def test_an_empty_group_runs_its_callback_at_once(
 ) -> None:
     await docket.group([], then=docket.call(collect)("empty"))
     assert await callback_calls("empty") == [[]]
+
+
+async def test_a_chain_hands_each_result_to_the_next_step(
+    docket: Docket, busy_worker: Worker
+) -> None:
+    groups = await docket.chain(
+        docket.call(square)(3),
+        docket.call(plus_one)(),
+        docket.call(plus_one)(),
+        docket.call(collect)("chain"),
+        key="chain",
+    )
+    assert [group.key for group in groups] == ["chain.1", "chain.2", "chain.3"]
+    [outcomes] = await callback_calls("chain")
+    assert [(outcome.state, outcome.result) for outcome in outcomes] == [
+        (ExecutionState.COMPLETED, 11)
+    ]
+    assert [(await group.progress()).finished for group in groups] == [True] * 3
+    again = await docket.chain(docket.call(square)(1), docket.call(plus_one)(), key="chain")
+    assert again[0].disposition is Disposition.ALREADY_SCHEDULED
+
+
+async def test_a_chain_step_that_is_a_group(docket: Docket, busy_worker: Worker) -> None:
+    await docket.chain(
+        docket.call(square)(2),
+        [docket.call(times)(factor) for factor in (1, 2, 3)],
+        docket.call(collect)("fan"),
+    )
+    [outcomes] = await callback_calls("fan")
+    assert [outcome.result for outcome in outcomes] == [4, 8, 12]
+
+
+async def test_a_chain_step_without_an_outcomes_parameter_is_refused(docket: Docket) -> None:
+    with pytest.raises(TypeError, match="outcomes"):
+        await docket.chain(docket.call(square)(1), docket.call(square)(2))
 
 
 # -- crashes: workers in processes of their own -------------------------------------

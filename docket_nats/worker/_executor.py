@@ -23,7 +23,7 @@ from nats.aio.msg import Msg
 
 from .. import _telemetry as telemetry
 from .._context import DocketContext
-from .._groups import MemberOutcome, claim_then, group_store, membership, report_member, then_group
+from .._groups import MemberOutcome, claim_then, group_store, membership, report_member, then_of
 from .._metrics import registry as metrics
 from .._metrics import task_labels
 from .._run_log import log_finish, log_outcome, log_start
@@ -266,10 +266,11 @@ class Executor(Actor):
         except ArgumentError as error:
             await self.park(message, key, envelope.function, str(error))
             return None
-        group = then_group(message.headers)
-        if group is not None and envelope.attempt == 1:
+        then = then_of(message.headers)
+        if then is not None and envelope.attempt == 1:
             store = await group_store(self.docket)
-            if not await claim_then(store, group, message.metadata.sequence.stream):
+            group, index = then
+            if not await claim_then(store, group, index, message.metadata.sequence.stream):
                 logger.warning("group %r: its callback already ran; dropping a copy", group)
                 await message.ack()
                 return None
