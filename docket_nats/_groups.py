@@ -16,7 +16,7 @@ in one compare-and-set (a member whose bit is set already is left out: it counts
 once). Whoever sees every bit set publishes the callback with
 the member outcomes baked in, under the callback's own key with expected last
 sequence 0 and a `Nats-Msg-Id` of the group; the worker that takes the callback
-first claims it in the state (its stream sequence, compare-and-set), so any other
+first claims it (`<group>.claim.<index>`, created once with its stream sequence), so any other
 copy is acked unrun. Only then is the member acked: a crash anywhere before means a
 redelivery that repeats the same idempotent steps.
 """
@@ -46,10 +46,7 @@ from ._subjects import (
     GROUP_MEMBER,
     GROUP_THEN,
     GROUP_THEN_INDEX,
-    LAST_SEQUENCE,
     MSG_ID,
-    NATS_SUBJECT,
-    NUM_PENDING,
     STATUS,
     WRONG_LAST_SEQUENCE,
     direct_get_api,
@@ -66,6 +63,9 @@ logger = logging.getLogger("docket_nats.groups")
 # How long a group's records are kept (the bucket's max age): its key stays taken,
 # and a member redelivered within it still counts once.
 GROUP_RECORDS_AGE = timedelta(days=7)
+
+# Subjects per batched direct get (the server answers at most 1,024).
+DIRECT_GET_BATCH = 1000
 
 # The callback's keyword argument that receives the member outcomes.
 OUTCOMES_PARAMETER = "outcomes"
@@ -109,8 +109,6 @@ class ThenTask(msgspec.Struct, array_like=True):
     envelope: bytes
     key: str
     when: datetime
-    # The stream sequence of its message that claimed the run (0: none yet).
-    sequence: int = 0
 
 
 class GroupState(msgspec.Struct, kw_only=True):
@@ -162,6 +160,10 @@ def state_key(group: str) -> str:
 
 def members_key(group: str) -> str:
     return f"{encode_key(group)}.members"
+
+
+def claim_key(group: str, index: int) -> str:
+    return f"{encode_key(group)}.claim.{index}"
 
 
 def batch_key(group: str, batch: str) -> str:
@@ -221,16 +223,33 @@ class GroupStore:
     async def outcomes(self, group: str, state: GroupState) -> list[msgspec.Raw]:
         """Every member's outcome, in member order, from the committed batches.
 
-        Batched direct gets on the group's batch keys: one request answers them
-        all, with no consumer to create (an ordered consumer cost ~10 ms more), and
-        one message per batch rather than per member (nats-py spends ~35 µs on each
-        message it receives).
+        The batches this process committed are at hand (`Tally`); the others are
+        read with batched direct gets, one request per thousand batches with no
+        consumer to create (an ordered consumer cost ~10 ms more), and nats-py
+        spends ~35 µs on every message it receives, hence batches, not a record
+        per member.
         """
         found: dict[int, msgspec.Raw] = {}
-        committed = set(state.batches)
-        prefix = kv_subject(self.bucket, f"{encode_key(group)}.b.")
+        mine = self.tally.written.get(group, {})
+        missing: list[str] = []
+        for batch in state.batches:
+            entries = mine.get(batch)
+            if entries is None:
+                missing.append(batch)
+            else:
+                found.update(entries)
+        subjects = [kv_subject(self.bucket, batch_key(group, batch)) for batch in missing]
+        for start in range(0, len(subjects), DIRECT_GET_BATCH):
+            for data in await self._direct_get(subjects[start : start + DIRECT_GET_BATCH]):
+                found.update(_batch_decoder.decode(data))
+        absent = [index for index in range(state.total) if index not in found]
+        if absent:
+            raise RuntimeError(f"group {group!r}: outcomes of members {absent[:10]} not found")
+        return [found[index] for index in range(state.total)]
+
+    async def _direct_get(self, subjects: list[str]) -> list[bytes]:
+        """The last message of each subject, in one request (a batched direct get)."""
         nc = self.docket.connection.nc
-        timeout = self.docket.connection.request_timeout
         replies: asyncio.Queue[Msg] = asyncio.Queue()
 
         async def on_reply(message: Msg) -> None:
@@ -238,30 +257,23 @@ class GroupStore:
 
         inbox = nc.new_inbox()
         subscription = await nc.subscribe(inbox, cb=on_reply)  # pyright: ignore[reportUnknownMemberType]
+        found: list[bytes] = []
         try:
-            start = 1
+            request = {"multi_last": subjects, "batch": len(subjects)}
+            await nc.publish(self.direct_api, json.dumps(request).encode(), reply=inbox)
             while True:
-                request = {"seq": start, "next_by_subj": prefix + "*", "batch": 1000}
-                await nc.publish(self.direct_api, json.dumps(request).encode(), reply=inbox)
-                while True:
-                    reply = await asyncio.wait_for(replies.get(), timeout)
-                    headers = reply.headers or {}
-                    if STATUS in headers:  # the end of this batch (204), or none (404)
-                        break
-                    # Batches that lost their compare-and-set (or whose writer died
-                    # before it) are not committed: their members count elsewhere.
-                    if headers[NATS_SUBJECT][len(prefix) :] in committed:
-                        for index, outcome in _batch_decoder.decode(reply.data):
-                            found[index] = outcome
-                if headers.get(STATUS) != "204" or headers.get(NUM_PENDING, "0") == "0":
-                    break
-                start = int(headers[LAST_SEQUENCE]) + 1
+                reply = await asyncio.wait_for(
+                    replies.get(), self.docket.connection.request_timeout
+                )
+                status = (reply.headers or {}).get(STATUS)
+                if status is None:
+                    found.append(reply.data)
+                elif status in ("204", "404"):  # the end of the batch, or nothing
+                    return found
+                else:
+                    raise RuntimeError(f"direct get refused: {reply.headers}")
         finally:
             await subscription.unsubscribe()
-        missing = [index for index in range(state.total) if index not in found]
-        if missing:
-            raise RuntimeError(f"group {group!r}: outcomes of members {missing[:10]} not found")
-        return [found[index] for index in range(state.total)]
 
 
 # One member's end waiting to be counted: its index, encoded outcome, whether it
@@ -289,6 +301,9 @@ class Tally:
         # The state and revision this process wrote last, per group in flight (saves
         # a read per write; a stale one only makes the compare-and-set fail).
         self._known: dict[str, tuple[GroupState, int]] = {}
+        # The outcome batches this process committed, per group in flight, so the
+        # one that completes a group reads only the others' from the store.
+        self.written: dict[str, dict[str, list[tuple[int, msgspec.Raw]]]] = {}
 
     async def mark(self, group: str, index: int, outcome: bytes, failed: bool) -> None:
         """Return once the member's end is stored (and the callback published if it
@@ -322,6 +337,7 @@ class Tally:
         store = self.store
         written_for: list[int] | None = None
         batch_id = ""
+        entries: list[tuple[int, msgspec.Raw]] | None = None
         current = self._known.pop(group, None)
         while True:
             if current is None:
@@ -336,7 +352,7 @@ class Tally:
                     fresh[index] = (outcome, failed)
             if fresh:
                 indexes = sorted(fresh)
-                if indexes != written_for:
+                if indexes != written_for or entries is None:
                     batch_id = uuid.uuid4().hex[:16]
                     entries = [(index, msgspec.Raw(fresh[index][0])) for index in indexes]
                     await store.put(batch_key(group, batch_id), _batch_encoder.encode(entries))
@@ -349,13 +365,17 @@ class Tally:
                     current = None  # another process wrote meanwhile: read again
                     continue
                 current = (state, written)
+                self.written.setdefault(group, {})[batch_id] = entries
             elif revision and written_for is None:
                 # Every member here was counted before (a redelivery): decide on a
                 # fresh read whether the callback still needs publishing.
                 current = await store.read_state(group) or current
                 state = current[0]
             if bit_count(state.done) >= state.total:
-                await publish_then(store, group, state)
+                try:
+                    await publish_then(store, group, state)
+                finally:
+                    self.written.pop(group, None)
             else:
                 self._known[group] = current
             return
@@ -368,8 +388,7 @@ async def publish_then(store: GroupStore, group: str, state: GroupState) -> None
     first is queued or running; the Msg-Id drops one within the duplicate window
     after it ran; a copy that still gets through is acked unrun (`claim_then`).
     """
-    waiting = [(index, task) for index, task in enumerate(state.then) if not task.sequence]
-    if not waiting:
+    if not state.then:
         return
     outcomes = msgspec.Raw(_outcome_encoder.encode(await store.outcomes(group, state)))
     names = store.docket.names
@@ -391,24 +410,21 @@ async def publish_then(store: GroupStore, group: str, state: GroupState) -> None
                 raise
             logger.debug("group %r: %r is already queued", group, task.key)
 
-    await asyncio.gather(*(one(index, task) for index, task in waiting))
+    await asyncio.gather(*(one(index, task) for index, task in enumerate(state.then)))
 
 
 async def claim_then(store: GroupStore, group: str, index: int, sequence: int) -> bool:
     """Whether the message with this stream sequence of a group's then-task may
-    run: the first copy claims it; its own redelivery may run again; any other
-    copy may not."""
-    while True:
-        current = await store.read_state(group)
-        if current is None or index >= len(current[0].then):
-            return True  # records gone (expired): nothing to compare against
-        state, revision = current
-        task = state.then[index]
-        if task.sequence:
-            return task.sequence == sequence
-        task.sequence = sequence
-        if await store.write(state_key(group), encode_state(state), revision):
-            return True
+    run: the first copy claims it (a key created once, one round trip); its own
+    redelivery may run again; any other copy may not."""
+    key = claim_key(group, index)
+    if await store.create(key, str(sequence).encode()) is not None:
+        return True
+    try:
+        entry = await store.kv.get(key)
+    except KeyNotFoundError:
+        return True  # records gone (expired): nothing to compare against
+    return entry.value == str(sequence).encode()
 
 
 async def report_member(store: GroupStore, group: str, index: int, outcome: MemberOutcome) -> None:

@@ -19,7 +19,7 @@ from docket_nats import (
     Retry,
     Worker,
 )
-from docket_nats._groups import group_store
+from docket_nats._groups import claim_key, group_store
 from tests.worker_process import Probe, spawn
 
 # What the callbacks of the in-process tests saw, per test (keyed by a label).
@@ -100,12 +100,28 @@ async def test_a_thousand_members_one_callback_with_every_outcome_in_order(
     assert await group.progress() == GroupProgress(done=1000, failed=0, total=1000)
     # Once: the callback's message is gone (acked) and it was claimed by that one message.
     store = await group_store(docket.context)
-    state = await store.read_state("thousand")
-    assert state is not None and state[0].then[0].sequence > 0
+    claim = await store.kv.get(claim_key("thousand", 0))
+    assert claim.value is not None and int(claim.value) > 0
     async with asyncio.timeout(10):
         while await work_stream_messages(docket):  # noqa: ASYNC110
             await asyncio.sleep(0.02)
     assert len(seen["thousand"]) == 1
+
+
+async def test_members_spread_over_two_workers_report_to_one_callback(
+    docket: Docket, busy_worker: Worker
+) -> None:
+    # The worker that completes the group has only its own outcome batches at
+    # hand: it reads the other worker's from the store.
+    async with Worker(docket, concurrency=10, schedule_automatic_tasks=False, prefetch=0) as other:
+        run = asyncio.create_task(other.run_forever())
+        await docket.group(
+            [docket.call(square)(n) for n in range(300)], then=docket.call(collect)("two")
+        )
+        [outcomes] = await callback_calls("two")
+        other.stop()
+        await run
+    assert [outcome.result for outcome in outcomes] == [n * n for n in range(300)]
 
 
 async def test_a_member_failing_after_its_retries_is_reported_failed(
