@@ -8,11 +8,11 @@ temporary directory). One worker runs in this process, so member ends and callba
 starts are read from the same `perf_counter()`.
 
 1. Fan-in latency: `--groups` groups of `--members` no-op members, one group at a
-   time; latency = the callback's start − the last member's end (the moment its
+   time; latency = the callback's start - the last member's end (the moment its
    function returned).
 2. Throughput: `--small-groups` groups of 10 no-op members added as fast as one
    producer can (each group's add awaited, 20 in flight); groups/s = groups whose
-   callback ran / (last callback − first add).
+   callback ran / (last callback - first add).
 
 Both for `docket.group` and for the same pipeline written by hand: each member
 ends by incrementing a KV counter of its group (read + compare-and-set, retried on
@@ -32,6 +32,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from nats.js.errors import KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
 
 from docket_nats import CurrentDocket, Docket, MemberOutcome, Worker
 from docket_nats._embedded import ServerProcess, free_port
@@ -55,9 +56,12 @@ async def then(group: str, outcomes: list[MemberOutcome]) -> None:
     callback_done[group].set()
 
 
+counters: list[KeyValue] = []  # the counters' bucket, opened once
+
+
 async def counted_member(group: str, total: int, docket: Docket = CurrentDocket()) -> None:
     last_end[group] = max(last_end[group], time.perf_counter())
-    kv = await docket.connection.js.key_value(f"bench-{docket.name}")
+    kv = counters[0]
     while True:
         try:
             entry = await kv.get(group)
@@ -134,8 +138,10 @@ def summary(latencies: list[float]) -> str:
 
 async def measure(url: str, arguments: argparse.Namespace) -> None:
     async with Docket(name=f"bench-pipelines-{int(time.time())}", url=url) as docket:
-        await docket.connection.js.create_key_value(  # pyright: ignore[reportUnknownMemberType]
-            bucket=f"bench-{docket.name}", history=1
+        counters.append(
+            await docket.connection.js.create_key_value(  # pyright: ignore[reportUnknownMemberType]
+                bucket=f"bench-{docket.name}", history=1
+            )
         )
         for function in (member, then, counted_member, hand_then):
             docket.register(function)
@@ -153,7 +159,8 @@ async def measure(url: str, arguments: argparse.Namespace) -> None:
             for by_hand in (False, True):
                 label = "by hand (counter per group)" if by_hand else "docket.group"
                 rate = await throughput(docket, arguments.small_groups, by_hand)
-                print(f"{label}: groups of 10, {arguments.small_groups} groups: {rate:.1f} groups/s")
+                groups = arguments.small_groups
+                print(f"{label}: groups of 10, {groups} groups: {rate:.1f} groups/s")
             worker.stop()
             await run
 

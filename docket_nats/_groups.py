@@ -13,11 +13,11 @@ State lives in one KV bucket per docket, `docket-N-groups` (docs/architecture.md
 A member's end is recorded as: a batch record with its outcome (and those of the
 members that ended meanwhile in the same process), then its bit and the batch's id
 in one compare-and-set (a member whose bit is set already is left out: it counts
-once). Whoever sees every bit set publishes the callback with
-the member outcomes baked in, under the callback's own key with expected last
-sequence 0 and a `Nats-Msg-Id` of the group; the worker that takes the callback
-first claims it (`<group>.claim.<index>`, created once with its stream sequence), so any other
-copy is acked unrun. Only then is the member acked: a crash anywhere before means a
+once). Whoever sees every bit set publishes the callback with the member outcomes
+baked in, under the callback's own key with expected last sequence 0 and a
+`Nats-Msg-Id` of the group; the worker that takes the callback first claims it
+(`<group>.claim.<index>`, created once with its stream sequence), so any other copy
+is acked unrun. Only then is the member acked: a crash anywhere before means a
 redelivery that repeats the same idempotent steps.
 """
 
@@ -28,10 +28,11 @@ import json
 import logging
 import uuid
 import weakref
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from nats.aio.msg import Msg
@@ -63,6 +64,9 @@ logger = logging.getLogger("docket_nats.groups")
 # How long a group's records are kept (the bucket's max age): its key stays taken,
 # and a member redelivered within it still counts once.
 GROUP_RECORDS_AGE = timedelta(days=7)
+
+# Groups whose state and outcome batches a process keeps at hand (see Tally).
+CACHED_GROUPS = 256
 
 # Subjects per batched direct get (the server answers at most 1,024).
 DIRECT_GET_BATCH = 1000
@@ -300,10 +304,10 @@ class Tally:
         self._writers: dict[str, asyncio.Task[None]] = {}
         # The state and revision this process wrote last, per group in flight (saves
         # a read per write; a stale one only makes the compare-and-set fail).
-        self._known: dict[str, tuple[GroupState, int]] = {}
+        self._known: OrderedDict[str, tuple[GroupState, int]] = OrderedDict()
         # The outcome batches this process committed, per group in flight, so the
         # one that completes a group reads only the others' from the store.
-        self.written: dict[str, dict[str, list[tuple[int, msgspec.Raw]]]] = {}
+        self.written: OrderedDict[str, dict[str, list[tuple[int, msgspec.Raw]]]] = OrderedDict()
 
     async def mark(self, group: str, index: int, outcome: bytes, failed: bool) -> None:
         """Return once the member's end is stored (and the callback published if it
@@ -365,7 +369,7 @@ class Tally:
                     current = None  # another process wrote meanwhile: read again
                     continue
                 current = (state, written)
-                self.written.setdefault(group, {})[batch_id] = entries
+                remember(self.written, group, self.written.get(group, {}))[batch_id] = entries
             elif revision and written_for is None:
                 # Every member here was counted before (a redelivery): decide on a
                 # fresh read whether the callback still needs publishing.
@@ -377,8 +381,22 @@ class Tally:
                 finally:
                     self.written.pop(group, None)
             else:
-                self._known[group] = current
+                remember(self._known, group, current)
             return
+
+
+V = TypeVar("V")
+
+
+def remember(cache: OrderedDict[str, V], group: str, value: V) -> V:
+    """Keep `value` for `group`, forgetting the least recent group beyond the bound
+    (a group another process completes is never popped here; a forgotten entry
+    only costs a read)."""
+    cache[group] = value
+    cache.move_to_end(group)
+    while len(cache) > CACHED_GROUPS:
+        cache.popitem(last=False)
+    return value
 
 
 async def publish_then(store: GroupStore, group: str, state: GroupState) -> None:
