@@ -11,6 +11,7 @@ import pytest
 
 import tests.worker_process as worker_process
 from docket_nats import (
+    Cooldown,
     Disposition,
     Docket,
     ExecutionState,
@@ -205,6 +206,39 @@ async def test_cancelling_a_group_mid_flight(docket: Docket) -> None:
 async def _running(docket: Docket) -> list[str]:
     snapshot = await docket.snapshot()
     return [execution.key for execution in snapshot.running]
+
+
+async def unknown_to_the_worker(n: int) -> int:
+    return n
+
+
+async def cooled(n: int, cooldown: Cooldown = Cooldown(timedelta(minutes=1))) -> int:
+    return n
+
+
+async def test_members_that_never_run_still_end_in_their_group(
+    docket: Docket, nats_url: str, busy_worker: Worker
+) -> None:
+    # One member is parked (a task the worker does not know), one is dropped by its
+    # Cooldown: both end as far as the group goes, and the callback runs.
+    docket.register(cooled)
+    docket.register(collect)
+    async with Docket(name=docket.name, url=nats_url) as producer:
+        await producer.group(
+            [
+                producer.call(unknown_to_the_worker)(1),
+                producer.call(cooled)(2),
+                producer.call(cooled)(3),
+            ],
+            then=producer.call(collect)("never-run"),
+        )
+    [outcomes] = await callback_calls("never-run")
+    assert outcomes[0].state is ExecutionState.FAILED
+    assert "unknown task 'unknown_to_the_worker'" in (outcomes[0].error or "")
+    states = sorted(outcome.state.value for outcome in outcomes[1:])
+    assert states == ["cancelled", "completed"]
+    dropped = next(outcome for outcome in outcomes[1:] if not outcome.ok)
+    assert (dropped.error or "").startswith("dropped by")
 
 
 async def test_an_empty_group_runs_its_callback_at_once(

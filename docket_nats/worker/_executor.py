@@ -296,7 +296,9 @@ class Executor(Actor):
         outcome, handled = await telemetry.executing(self.docket, execution, self._call(execution))
         if isinstance(outcome.exception, AdmissionBlocked):
             self.recorder.refused(execution)
-            await settle_blocked(outcome.exception, self.recorder)
+            if await settle_blocked(outcome.exception, self.recorder):
+                dropped = f"dropped by {outcome.exception.reason}"
+                await self._report_to_group(execution, ExecutionState.CANCELLED, error=dropped)
             return
         await self.recorder.finished(execution, outcome, handled)
         if handled:  # a Retry / Perpetual took the outcome over and logged it
@@ -317,12 +319,22 @@ class Executor(Actor):
     ) -> None:
         """A group member's final end, recorded before its message is acked (a
         crash before that redelivers it, and it is counted once all the same)."""
-        message = execution.message
-        member = membership(message.headers) if message is not None else None
+        if execution.message is not None:
+            await self._report_message(execution.message, execution.key, state, result, error)
+
+    async def _report_message(
+        self,
+        message: Msg,
+        key: str,
+        state: ExecutionState,
+        result: Any = None,
+        error: str | None = None,
+    ) -> None:
+        member = membership(message.headers)
         if member is None:
             return
         group, index = member
-        outcome = MemberOutcome(key=execution.key, state=state, result=result, error=error)
+        outcome = MemberOutcome(key=key, state=state, result=result, error=error)
         await report_member(await group_store(self.docket), group, index, outcome)
 
     async def _call(self, execution: Execution) -> tuple[TaskOutcome, bool]:
@@ -347,6 +359,8 @@ class Executor(Actor):
             data=bytes(message.data),
         )
         await self.docket.connection.js.publish(self.names.dead(key), encode_envelope(letter))
+        # A group member that can never run has ended, as far as its group goes.
+        await self._report_message(message, key, ExecutionState.FAILED, error=reason)
         await message.ack()
 
 
