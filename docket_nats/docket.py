@@ -364,7 +364,9 @@ class Docket:
             )
             if await store.create(state_key(keys[i]), encode_state(state)) is None:
                 for group in groups:
+                    # The handles then speak for the groups already there.
                     group.disposition = Disposition.ALREADY_SCHEDULED
+                    group.member_keys, group.then_keys = [], []
                 return groups
             await store.create(members_key(keys[i]), encode_keys(groups[i].member_keys))
             states.insert(0, state)

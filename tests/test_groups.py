@@ -15,6 +15,7 @@ from docket_nats import (
     Disposition,
     Docket,
     ExecutionState,
+    Group,
     GroupProgress,
     MemberOutcome,
     Retry,
@@ -148,10 +149,14 @@ async def test_a_group_key_is_refused_while_the_group_exists(
     docket: Docket, busy_worker: Worker
 ) -> None:
     first = await docket.group([docket.call(square)(1)], key="once")
-    second = await docket.group([docket.call(square)(2)], key="once")
+    second = await docket.group([docket.call(square)(2), docket.call(square)(3)], key="once")
     assert first.disposition is Disposition.SCHEDULED
     assert second.disposition is Disposition.ALREADY_SCHEDULED
     assert (await second.progress()).total == 1  # the first group's, untouched
+    assert second.member_keys == []  # the refused calls' keys were never added
+    assert (await Group.of(docket, "once").progress()).total == 1
+    with pytest.raises(KeyError):
+        await Group.of(docket, "never-added").progress()
 
 
 async def test_a_callback_without_an_outcomes_parameter_is_refused(docket: Docket) -> None:
