@@ -47,9 +47,13 @@ from ._subjects import (
     GROUP_MEMBER,
     GROUP_THEN,
     GROUP_THEN_INDEX,
+    LAST_SEQUENCE,
     MSG_ID,
+    NATS_SUBJECT,
+    NUM_PENDING,
     STATUS,
     WRONG_LAST_SEQUENCE,
+    decode_key,
     direct_get_api,
     encode_key,
     kv_stream,
@@ -113,6 +117,16 @@ class ThenTask(msgspec.Struct, array_like=True):
     envelope: bytes
     key: str
     when: datetime
+
+
+@dataclass(frozen=True)
+class GroupInfo:
+    """A group whose members have not all ended, as snapshots list it."""
+
+    key: str
+    done: int
+    failed: int
+    total: int
 
 
 class GroupState(msgspec.Struct, kw_only=True):
@@ -519,6 +533,57 @@ def then_of(headers: dict[str, str] | None) -> tuple[str, int] | None:
     if not headers or GROUP_THEN not in headers:
         return None
     return headers[GROUP_THEN], int(headers.get(GROUP_THEN_INDEX, "0"))
+
+
+# -- listing -----------------------------------------------------------------------
+
+
+async def list_groups(docket: DocketContext, limit: int) -> list[GroupInfo]:
+    """Up to `limit` groups whose members have not all ended, oldest write first
+    ([] when this docket never had a group: the bucket is not created here).
+
+    Batched direct gets over the state records (one request per `limit` of them),
+    never reading outcomes.
+    """
+    js = docket.connection.js
+    nc = docket.connection.nc
+    bucket = docket.names.bucket("groups")
+    try:
+        await js.stream_info(kv_stream(bucket))
+    except NotFoundError:
+        return []
+    prefix = kv_subject(bucket, "")
+    found: list[GroupInfo] = []
+    replies: asyncio.Queue[Msg] = asyncio.Queue()
+
+    async def on_reply(message: Msg) -> None:
+        replies.put_nowait(message)
+
+    inbox = nc.new_inbox()
+    subscription = await nc.subscribe(inbox, cb=on_reply)  # pyright: ignore[reportUnknownMemberType]
+    try:
+        start = 1
+        while len(found) < limit:
+            request = {"seq": start, "next_by_subj": f"{prefix}*.state", "batch": limit}
+            await nc.publish(
+                direct_get_api(kv_stream(bucket)), json.dumps(request).encode(), reply=inbox
+            )
+            while True:
+                reply = await asyncio.wait_for(replies.get(), docket.connection.request_timeout)
+                headers = reply.headers or {}
+                if STATUS in headers:  # the end of this batch (204), or nothing (404)
+                    break
+                state = _state_decoder.decode(reply.data)
+                done = bit_count(state.done)
+                if done < state.total and len(found) < limit:
+                    key = decode_key(headers[NATS_SUBJECT][len(prefix) :].split(".")[0])
+                    found.append(GroupInfo(key, done, bit_count(state.failed), state.total))
+            if headers.get(STATUS) != "204" or headers.get(NUM_PENDING, "0") == "0":
+                break
+            start = int(headers[LAST_SEQUENCE]) + 1
+    finally:
+        await subscription.unsubscribe()
+    return found
 
 
 # -- the handle ----------------------------------------------------------------------

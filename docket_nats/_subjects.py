@@ -44,6 +44,10 @@ KV_OPERATION = "KV-Operation"
 # On the server's status messages (pull requests, no responders).
 STATUS = "Status"
 PENDING_MESSAGES = "Nats-Pending-Messages"
+# On direct get replies: the message's subject; at the end of a batch, what is left.
+NATS_SUBJECT = "Nats-Subject"
+NUM_PENDING = "Nats-Num-Pending"
+LAST_SEQUENCE = "Nats-Last-Sequence"
 
 # -- Error codes -------------------------------------------------------------------
 # A publish whose expected last subject sequence did not hold: the key is taken,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -21,7 +23,7 @@ from docket_nats import (
     Retry,
     Worker,
 )
-from docket_nats._groups import claim_key, group_store
+from docket_nats._groups import GroupInfo, claim_key, group_store
 from tests.worker_process import Probe, spawn
 
 # What the callbacks of the in-process tests saw, per test (keyed by a label).
@@ -206,6 +208,32 @@ async def test_cancelling_a_group_mid_flight(docket: Docket) -> None:
     assert [outcome.state for outcome in outcomes[1:]] == [ExecutionState.CANCELLED] * 5
     assert (await group.progress()).done == 6
     assert await work_stream_messages(docket) == 0
+
+
+async def test_groups_in_flight_show_in_the_snapshot_and_the_cli(
+    docket: Docket, nats_url: str, busy_worker: Worker
+) -> None:
+    assert (await docket.snapshot()).groups == []  # no group yet: no bucket either
+    group = await docket.group(
+        [docket.call(square)(1), docket.call(slow)(2)],
+        then=docket.call(collect)("shown"),
+        key="shown",
+    )
+    async with asyncio.timeout(15):
+        while (await group.progress()).done < 1:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    assert (await docket.snapshot()).groups == [GroupInfo("shown", done=1, failed=0, total=2)]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "docket_nats", "snapshot", "--url", nats_url,
+        "--docket", docket.name, "--format", "json",
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0
+    assert json.loads(out)["groups"] == [{"key": "shown", "done": 1, "failed": 0, "total": 2}]
+    await group.cancel()
+    await callback_calls("shown")
+    assert (await docket.snapshot()).groups == []
 
 
 async def _running(docket: Docket) -> list[str]:
