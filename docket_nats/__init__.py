@@ -8,6 +8,7 @@ from importlib.metadata import PackageNotFoundError, version
 from . import docket as _docket_module
 from . import tasks, testing
 from ._execution_progress import ExecutionProgress
+from ._groups import Group, GroupProgress, MemberOutcome
 from ._snapshot import DocketSnapshot, RunningExecution
 from ._strike_list import StrikeList
 from .agenda import Agenda
@@ -75,7 +76,10 @@ __all__ = [
     "ExecutionProgress",
     "ExecutionState",
     "ExponentialRetry",
+    "Group",
+    "GroupProgress",
     "Logged",
+    "MemberOutcome",
     "Perpetual",
     "Progress",
     "RateLimit",

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from nats.js.errors import NotFoundError
 
+from ._groups import GroupInfo, list_groups
 from ._state_queries import apply
 from ._state_records import read_record
 from ._subjects import Names
@@ -53,16 +54,19 @@ class DocketSnapshot:
     held_count: int = 0
     truncated: bool = False
     notes: list[str] = field(default_factory=list[str])
+    # Groups whose members have not all ended (up to `limit`).
+    groups: list[GroupInfo] = field(default_factory=list[GroupInfo])
 
 
 async def take_snapshot(docket: DocketContext, limit: int = 1000) -> DocketSnapshot:
     names = docket.names
     js = docket.connection.js
     taken = datetime.now(UTC)
-    info, consumer, workers = await asyncio.gather(
+    info, consumer, workers, groups = await asyncio.gather(
         js.stream_info(names.stream),
         _consumer(docket),
         list_workers(docket.connection.js, docket.names, docket.replicas),
+        list_groups(docket, limit),
     )
     total = info.state.messages
     if consumer is not None:
@@ -106,6 +110,7 @@ async def take_snapshot(docket: DocketContext, limit: int = 1000) -> DocketSnaps
         running_count=len(running),
         held_count=held,
         truncated=len(scheduled) >= limit or len(queued_messages) >= limit,
+        groups=groups,
     )
 
 

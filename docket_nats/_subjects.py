@@ -25,6 +25,13 @@ from functools import cached_property
 # Ours: a scheduled task's due time (epoch seconds), for the worker to hold a task
 # that fires early (see worker/_early_hold.py).
 DOCKET_WHEN = "Docket-When"
+# Ours: a group member's group key and index, and the group a callback belongs to
+# (see _groups.py); a Retry's successor carries them over.
+GROUP = "Docket-Group"
+GROUP_MEMBER = "Docket-Group-Member"
+GROUP_THEN = "Docket-Group-Then"
+GROUP_THEN_INDEX = "Docket-Group-Then-Index"
+GROUP_HEADERS = (GROUP, GROUP_MEMBER, GROUP_THEN, GROUP_THEN_INDEX)
 # JetStream's (docs/nats-facts.md §3, §5).
 MSG_ID = "Nats-Msg-Id"
 EXPECTED_LAST_SUBJECT_SEQUENCE = "Nats-Expected-Last-Subject-Sequence"
@@ -37,6 +44,10 @@ KV_OPERATION = "KV-Operation"
 # On the server's status messages (pull requests, no responders).
 STATUS = "Status"
 PENDING_MESSAGES = "Nats-Pending-Messages"
+# On direct get replies: the message's subject; at the end of a batch, what is left.
+NATS_SUBJECT = "Nats-Subject"
+NUM_PENDING = "Nats-Num-Pending"
+LAST_SEQUENCE = "Nats-Last-Sequence"
 
 # -- Error codes -------------------------------------------------------------------
 # A publish whose expected last subject sequence did not hold: the key is taken,
@@ -67,6 +78,11 @@ def kv_subject(bucket: str, key: str) -> str:
 
 def stream_purge_api(stream: str) -> str:
     return f"$JS.API.STREAM.PURGE.{stream}"
+
+
+def direct_get_api(stream: str) -> str:
+    """Where a direct get (one message, or a batch) of a stream with allow_direct goes."""
+    return f"$JS.API.DIRECT.GET.{stream}"
 
 
 def consumer_next_api(stream: str, consumer: str) -> str:

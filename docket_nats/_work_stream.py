@@ -19,6 +19,7 @@ from ._subjects import (
     DOCKET_WHEN,
     EXPECTED_LAST_SUBJECT_SEQUENCE,
     EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT,
+    GROUP_HEADERS,
     SCHEDULE,
     SCHEDULE_TARGET,
     WRONG_LAST_SEQUENCE,
@@ -113,6 +114,10 @@ async def reschedule(
     subject, headers = placement(context.names, execution.key, when)
     headers[EXPECTED_LAST_SUBJECT_SEQUENCE] = str(message.metadata.sequence.stream)
     headers[EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT] = context.names.any_state(execution.key)
+    # A group member's (or callback's) next run still belongs to its group.
+    for name in GROUP_HEADERS:
+        if message.headers and name in message.headers:
+            headers[name] = message.headers[name]
     try:
         await context.connection.publish(subject, encode(successor), headers)
     except APIError as error:

@@ -25,6 +25,23 @@ from . import _telemetry as telemetry
 from ._connection import Connection, DocketURL
 from ._context import DocketContext
 from ._dead_letters import list_dead_letters
+from ._groups import (
+    OUTCOMES_PARAMETER,
+    Group,
+    GroupState,
+    GroupStore,
+    MemberOutcome,
+    ThenTask,
+    encode_keys,
+    encode_state,
+    group_store,
+    member_headers,
+    members_key,
+    new_bitmap,
+    publish_then,
+    report_member,
+    state_key,
+)
 from ._keys import new_key
 from ._metrics import docket_labels, task_labels
 from ._metrics import registry as metrics
@@ -37,6 +54,7 @@ from ._subjects import (
     WRONG_LAST_SEQUENCE,
     Names,
 )
+from ._types import ExecutionState
 from ._wire import DeadLetter, task_signature
 from ._work_stream import encode, new_task_headers, placement
 from ._worker_registry import WorkerInfo, list_workers
@@ -262,6 +280,145 @@ class Docket:
         """Replace many tasks, pipelined (see `add_many`)."""
         return await self._publish_many(calls, replace=True, chunk_size=chunk_size)
 
+    async def group(
+        self,
+        calls: Iterable[TaskCall],
+        *,
+        then: TaskCall | None = None,
+        key: str | None = None,
+        chunk_size: int | None = 1000,
+    ) -> Group:
+        """Add `calls` as one group (pipelined, like `add_many`), and `then` to run
+        once after every member has ended (completed, failed after its retries, or
+        cancelled), with the members' `MemberOutcome`s in member order as its
+        keyword argument `outcomes`.
+
+        A `key` already taken by a group is refused: the returned Group's
+        disposition is ALREADY_SCHEDULED and nothing is added. See
+        docs/architecture.md, "Groups", for what survives which crash.
+        """
+        [group] = await self._stages(
+            [list(calls), [then] if then is not None else []], key, chunk_size
+        )
+        return group
+
+    async def chain(
+        self, *steps: TaskCall | Iterable[TaskCall], key: str | None = None
+    ) -> list[Group]:
+        """Run `steps` one after another: a step is a task call, or several (a group,
+        run in parallel). Every step after the first receives the outcomes of the
+        one before it as its keyword argument `outcomes` (`outcomes[0].result` is
+        the previous task's result), and starts once all of that step has ended.
+
+        Returns one Group per step (keys `<key>.1`, `<key>.2`, ...). A `key` already
+        taken is refused: the first Group's disposition is ALREADY_SCHEDULED and
+        nothing is added.
+        """
+        stages = [[step] if isinstance(step, TaskCall) else list(step) for step in steps]
+        if not stages:
+            raise ValueError("a chain needs at least one step")
+        if len(stages) == 1:
+            stages.append([])  # one step: a group with nothing after it
+        return await self._stages(stages, key, chunk_size=1000, chained=True)
+
+    async def _stages(
+        self,
+        stages: list[list[TaskCall]],
+        key: str | None,
+        chunk_size: int | None,
+        chained: bool = False,
+    ) -> list[Group]:
+        """Groups for stages[:-1], each one's members the callback of the one
+        before; the last stage is the last group's callback (or none)."""
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+        for stage in stages[1:]:
+            for call in stage:
+                if OUTCOMES_PARAMETER not in task_signature(call.function).signature.parameters:
+                    raise TypeError(
+                        f"the group callback {call.function.__name__}() needs a parameter "
+                        f"{OUTCOMES_PARAMETER!r} (it receives the members' outcomes)"
+                    )
+        base = key if key is not None else new_key()
+        count = len(stages) - 1
+        keys = [f"{base}.{i + 1}" for i in range(count)] if chained else [base]
+        executions = [[self._execution_of(call) for call in stage] for stage in stages]
+        groups = [
+            Group(
+                self.context,
+                keys[i],
+                [member.key for member in executions[i]],
+                Disposition.SCHEDULED,
+                [task.key for task in executions[i + 1]],
+            )
+            for i in range(count)
+        ]
+        store = await group_store(self.context)
+        # Last first: a stage's state exists before the one that completes into it.
+        # The state record claims the key; the member list follows it.
+        states: list[GroupState] = []
+        for i in reversed(range(count)):
+            total = len(executions[i])
+            state = GroupState(
+                total=total,
+                done=new_bitmap(total),
+                failed=new_bitmap(total),
+                then=[ThenTask(encode(task), task.key, task.when) for task in executions[i + 1]],
+                then_group=keys[i + 1] if i + 1 < count else None,
+            )
+            if await store.create(state_key(keys[i]), encode_state(state)) is None:
+                for group in groups:
+                    # The handles then speak for the groups already there.
+                    group.disposition = Disposition.ALREADY_SCHEDULED
+                    group.member_keys, group.then_keys = [], []
+                return groups
+            await store.create(members_key(keys[i]), encode_keys(groups[i].member_keys))
+            states.insert(0, state)
+        await self._publish_members(store, keys[0], executions[0], chunk_size)
+        if not executions[0]:
+            await publish_then(store, keys[0], states[0])
+        return groups
+
+    async def _publish_members(
+        self,
+        store: GroupStore,
+        group_key: str,
+        members: list[Execution],
+        chunk_size: int | None,
+    ) -> None:
+        async def one(index: int, member: Execution) -> None:
+            try:
+                headers = member_headers(group_key, index)
+                await self._publish(member, False, check_strikes=True, extra_headers=headers)
+            except Exception as error:
+                member.disposition = Disposition.FAILED
+                member.schedule_exception = error
+            if member.disposition is not Disposition.SCHEDULED:
+                # It will never run in this group: it ends now, as far as the group goes.
+                struck = member.disposition is Disposition.STRUCK
+                outcome = MemberOutcome(
+                    key=member.key,
+                    state=ExecutionState.CANCELLED if struck else ExecutionState.FAILED,
+                    error=f"not added: {member.disposition.value}",
+                )
+                await report_member(store, group_key, index, outcome)
+
+        step = chunk_size or max(1, len(members))
+        for start in range(0, len(members), step):
+            await asyncio.gather(
+                *(one(start + i, member) for i, member in enumerate(members[start : start + step]))
+            )
+
+    def _execution_of(self, call: TaskCall) -> Execution:
+        return self._execution(
+            call.function,
+            call.function_name or call.function.__name__,
+            call.args,
+            call.kwargs,
+            call.when,
+            call.key,
+        )
+
     async def schedule(self, execution: Execution) -> None:
         """Add an Execution built elsewhere (docket's lower-level API): add() semantics."""
         await self._publish(execution, replace=False, check_strikes=True)
@@ -402,15 +559,22 @@ class Docket:
         return True
 
     async def _publish(
-        self, execution: Execution, replace: bool, check_strikes: bool = False
+        self,
+        execution: Execution,
+        replace: bool,
+        check_strikes: bool = False,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> Execution:
         """Publish `execution` with add (or replace) semantics; with
-        `check_strikes`, a strike refuses it first (marked STRUCK, not published)."""
+        `check_strikes`, a strike refuses it first (marked STRUCK, not published).
+        `extra_headers` mark a group member."""
         if check_strikes and self._refused(execution):
             return execution
         data = encode(execution)
         subject, headers = placement(self.names, execution.key, execution.when)
         new_task_headers(self.names, execution.key, headers)
+        if extra_headers:
+            headers.update(extra_headers)
         with telemetry.adding(self.context, execution, headers, replace):
             # A replace clears the key, then claims it; if another add slips in
             # between, clear again: the last replace wins, as in docket.

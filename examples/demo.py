@@ -13,9 +13,9 @@ import logging
 
 from docket_nats import Docket, Worker
 
-from . import chain, find_and_flood, health_check
+from . import chain, find_and_flood, health_check, pipeline
 
-all_tasks = [*health_check.tasks, *find_and_flood.tasks, *chain.tasks]
+all_tasks = [*health_check.tasks, *find_and_flood.tasks, *chain.tasks, *pipeline.tasks]
 
 
 async def main() -> None:
@@ -26,6 +26,7 @@ async def main() -> None:
         await docket.add(find_and_flood.find_overdue_invoices)(batch=20)
         await docket.add(chain.validate_order)(chain.Order("order-1", 99.5))
         await docket.add(chain.validate_order)(chain.Order("order-2", 12.0))
+        await pipeline.start(docket)
 
         async with Worker(docket, concurrency=10) as worker:
             # The automatic health check re-schedules itself forever; stop it after 3.
@@ -35,6 +36,7 @@ async def main() -> None:
     print(f"health checks run:   {len(health_check.checks_run)}")
     print(f"reminders sent:      {len(find_and_flood.processed)}")
     print(f"orders shipped:      {sorted(chain.finished)}")
+    print(f"pipeline report:     {pipeline.reports}")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "_state_records", "_running_writes", "_execution_progress", "_state_queries",
         ],
     ),
-    ("execution", ["execution", "_work_stream", "_telemetry", "_snapshot"]),
+    ("execution", ["execution", "_work_stream", "_telemetry", "_snapshot", "_groups"]),
     ("producer", ["docket", "agenda", "strikelist", "testing"]),
     ("dependencies", ["dependencies.*", "_run_log"]),
     ("worker", ["worker.*", "tasks"]),

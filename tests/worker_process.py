@@ -27,7 +27,7 @@ from typing import Any
 
 from nats.aio.msg import Msg
 
-from docket_nats import CurrentDocket, Docket, Worker
+from docket_nats import CurrentDocket, Docket, MemberOutcome, Worker, _groups
 
 READY = "READY"
 
@@ -60,7 +60,45 @@ async def die(label: str, docket: Docket = CurrentDocket()) -> None:
     os._exit(17)
 
 
-tasks = [hold, note, die]
+async def settle(log: str, outcomes: list[MemberOutcome], docket: Docket = CurrentDocket()) -> None:
+    """A group callback that writes to a file outside any worker: a line when it
+    starts, and one with the outcomes' states when it ends. Its first run holds
+    (for the test to kill its worker); a later one goes straight on."""
+    if append_line(log, f"start {os.getpid()}").count("start") == 1:
+        await report(docket, "started", "settle")
+        await asyncio.sleep(60)
+    states = ",".join(outcome.state.value for outcome in outcomes)
+    append_line(log, f"done {len(outcomes)} {states}")
+    await report(docket, "done", "settle")
+
+
+async def quick_settle(log: str, outcomes: list[MemberOutcome]) -> None:
+    """A group callback that only writes a line with the outcomes' keys."""
+    append_line(log, f"done {','.join(outcome.key for outcome in outcomes)}")
+
+
+def append_line(log: str, line: str) -> str:
+    """Append a line to a small local file (a blocking write of microseconds);
+    the file's text after it."""
+    path = Path(log)
+    with path.open("a") as file:
+        file.write(line + "\n")
+    return path.read_text()
+
+
+tasks = [hold, note, die, settle, quick_settle]
+
+
+def exit_after_publishing_a_callback() -> None:
+    """Make this process die (as with kill -9: no ack, no clean-up) right after it
+    publishes a group's callback, before it acks the member that completed it."""
+    publish = _groups.publish_then
+
+    async def publish_then_die(*args: Any) -> None:
+        await publish(*args)
+        os._exit(9)
+
+    _groups.publish_then = publish_then_die
 
 
 # -- the test side -------------------------------------------------------------
@@ -193,6 +231,8 @@ async def serve(arguments: argparse.Namespace) -> None:
         for function in tasks:
             docket.register(function)
         options: dict[str, Any] = {}
+        if arguments.exit_after_publishing_a_callback:
+            exit_after_publishing_a_callback()
         if arguments.max_deliveries is not None:
             options["max_deliveries"] = arguments.max_deliveries
         async with Worker(
@@ -220,6 +260,7 @@ def main() -> None:
     parser.add_argument("--redelivery-timeout", type=float, default=2.0)
     parser.add_argument("--shutdown-grace", type=float, default=5.0)
     parser.add_argument("--max-deliveries", type=int, default=None)
+    parser.add_argument("--exit-after-publishing-a-callback", action="store_true")
     arguments = parser.parse_args()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"

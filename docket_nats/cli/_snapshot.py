@@ -117,6 +117,10 @@ def as_document(snapshot: DocketSnapshot, names: list[str] | None) -> dict[str, 
             }
             for w in sorted(snapshot.workers, key=lambda w: w.name)
         ],
+        "groups": [
+            {"key": g.key, "done": g.done, "failed": g.failed, "total": g.total}
+            for g in snapshot.groups
+        ],
     }
 
 
@@ -181,6 +185,13 @@ def render(target: Target, taken: DocketSnapshot, document: dict[str, Any], limi
                 relative(worker["last_seen"], now),
             )  # fmt: skip
         show("", listing)
+    if document.get("groups"):
+        groups = table(["GROUP", "DONE", "FAILED", "TOTAL"], title="Groups in flight")
+        for group in document["groups"]:
+            groups.add_row(
+                group["key"], str(group["done"]), str(group["failed"]), str(group["total"])
+            )
+        show("", groups)
     if document.get("stats"):
         counts_table = table(
             ["FUNCTION", "TOTAL", "RUNNING", "QUEUED", "OLDEST QUEUED", "LATEST QUEUED"],

@@ -23,11 +23,12 @@ from nats.aio.msg import Msg
 
 from .. import _telemetry as telemetry
 from .._context import DocketContext
+from .._groups import MemberOutcome, claim_then, group_store, membership, report_member, then_of
 from .._metrics import registry as metrics
 from .._metrics import task_labels
 from .._run_log import log_finish, log_outcome, log_start
 from .._subjects import Names
-from .._types import TaskOutcome
+from .._types import ExecutionState, TaskOutcome
 from .._wire import (
     ArgumentError,
     DeadLetter,
@@ -219,6 +220,8 @@ class Executor(Actor):
                 raise
             log_outcome(entry.execution, "cancelled", time.monotonic() - entry.started)
             await self.recorder.cancelled(entry.execution, began=entry.began)
+            cancelled = ExecutionState.CANCELLED
+            await self._report_to_group(entry.execution, cancelled, error="cancelled")
             await message.ack()
         except Exception:
             logger.exception("internal error while handling a task; handing it back")
@@ -263,6 +266,14 @@ class Executor(Actor):
         except ArgumentError as error:
             await self.park(message, key, envelope.function, str(error))
             return None
+        then = then_of(message.headers)
+        if then is not None and envelope.attempt == 1:
+            store = await group_store(self.docket)
+            group, index = then
+            if not await claim_then(store, group, index, message.metadata.sequence.stream):
+                logger.warning("group %r: its callback already ran; dropping a copy", group)
+                await message.ack()
+                return None
         return execution
 
     async def _run(self, entry: Running, execution: Execution) -> None:
@@ -275,6 +286,7 @@ class Executor(Actor):
             metrics.count(
                 "docket_tasks_stricken", task_labels(self.docket.name, execution.function_name)
             )
+            await self._report_to_group(execution, ExecutionState.CANCELLED, error="struck")
             return
         if execution.key in self.settings.counted_keys:
             self._started[execution.key] += 1
@@ -284,12 +296,46 @@ class Executor(Actor):
         outcome, handled = await telemetry.executing(self.docket, execution, self._call(execution))
         if isinstance(outcome.exception, AdmissionBlocked):
             self.recorder.refused(execution)
-            await settle_blocked(outcome.exception, self.recorder)
+            if await settle_blocked(outcome.exception, self.recorder):
+                dropped = f"dropped by {outcome.exception.reason}"
+                await self._report_to_group(execution, ExecutionState.CANCELLED, error=dropped)
             return
         await self.recorder.finished(execution, outcome, handled)
         if handled:  # a Retry / Perpetual took the outcome over and logged it
             return
         log_finish(execution, outcome, self.worker_name)
+        if outcome.exception is None:
+            await self._report_to_group(execution, ExecutionState.COMPLETED, outcome.result)
+        else:
+            error = f"{type(outcome.exception).__name__}: {outcome.exception}"
+            await self._report_to_group(execution, ExecutionState.FAILED, error=error)
+
+    async def _report_to_group(
+        self,
+        execution: Execution,
+        state: ExecutionState,
+        result: Any = None,
+        error: str | None = None,
+    ) -> None:
+        """A group member's final end, recorded before its message is acked (a
+        crash before that redelivers it, and it is counted once all the same)."""
+        if execution.message is not None:
+            await self._report_message(execution.message, execution.key, state, result, error)
+
+    async def _report_message(
+        self,
+        message: Msg,
+        key: str,
+        state: ExecutionState,
+        result: Any = None,
+        error: str | None = None,
+    ) -> None:
+        member = membership(message.headers)
+        if member is None:
+            return
+        group, index = member
+        outcome = MemberOutcome(key=key, state=state, result=result, error=error)
+        await report_member(await group_store(self.docket), group, index, outcome)
 
     async def _call(self, execution: Execution) -> tuple[TaskOutcome, bool]:
         """Run the task with its dependencies and outcome hooks (dependencies/_running.py).
@@ -313,6 +359,8 @@ class Executor(Actor):
             data=bytes(message.data),
         )
         await self.docket.connection.js.publish(self.names.dead(key), encode_envelope(letter))
+        # A group member that can never run has ended, as far as its group goes.
+        await self._report_message(message, key, ExecutionState.FAILED, error=reason)
         await message.ack()
 
 

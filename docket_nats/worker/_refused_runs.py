@@ -20,11 +20,12 @@ from ._recorder import StateRecorder
 logger = logging.getLogger("docket_nats.dependencies")
 
 
-async def settle_blocked(blocked: AdmissionBlocked, recorder: StateRecorder) -> None:
-    """Reschedule or drop a run that a dependency refused."""
+async def settle_blocked(blocked: AdmissionBlocked, recorder: StateRecorder) -> bool:
+    """Reschedule or drop a run that a dependency refused; True when dropped (the
+    run has ended for good)."""
     execution = blocked.execution
     if blocked.handled:
-        return
+        return False
     if blocked.reschedule:
         delay = blocked.retry_delay or DEFAULT_RETRY_DELAY
         when = datetime.now(UTC) + delay
@@ -35,6 +36,7 @@ async def settle_blocked(blocked: AdmissionBlocked, recorder: StateRecorder) -> 
             blocked.reason,
             f"retrying in {delay.total_seconds():.3f}s" if handed_over else "superseded meanwhile",
         )
-        return
+        return False
     logger.info("⏭ %s dropped by %s", execution.key, blocked.reason)
     await recorder.dropped(execution)
+    return True
