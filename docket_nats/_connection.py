@@ -160,7 +160,10 @@ class Connection:
         }
 
         async def reconnected() -> None:
-            logger.info("reconnected to NATS at %s", self.nc.connected_url)
+            client = self.client
+            if client is None:  # closed while the reconnection was under way
+                return
+            logger.info("reconnected to NATS at %s", client.connected_url)
             for listener in list(self._reconnect_listeners):
                 listener()
             if "reconnected_cb" in theirs:

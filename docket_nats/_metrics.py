@@ -39,6 +39,11 @@ COUNTERS = {
     "docket_tasks_perpetuated": "How many tasks that have been self-perpetuated",
     "docket_tasks_interrupted": "How many running tasks were stopped by a cancel",
     "docket_tasks_dropped": "How many runs Debounce, Cooldown or RateLimit refused for good",
+    # Counted by a worker that lost contact with the server (worker/_fencing.py).
+    "docket_tasks_fenced": "How many running tasks a worker cancelled on losing contact",
+    "docket_tasks_fence_refused": (
+        "How many tasks did not stop when their worker fenced itself (may overlap a copy)"
+    ),
 }
 BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0)
 HISTOGRAMS = {
