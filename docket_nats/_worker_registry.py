@@ -9,6 +9,7 @@ workers is reading the bucket: no sweeping, no clocks to agree on.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -18,6 +19,8 @@ from nats.js.errors import KeyNotFoundError, NoKeysError, NotFoundError
 from nats.js.kv import KeyValue
 
 from ._subjects import TTL, Names, encode_key, kv_subject, ttl_value
+
+logger = logging.getLogger("docket_nats.workers")
 
 
 class Heartbeat(msgspec.Struct, kw_only=True):
@@ -65,6 +68,16 @@ async def beat(js: JetStreamContext, names: Names, heartbeat: Heartbeat, ttl: fl
     await js.publish(subject, _encoder.encode(heartbeat), headers=headers)
 
 
+def decode_heartbeat(key: str, data: bytes) -> Heartbeat | None:
+    """A heartbeat, or None (logged) for bytes that are not one: anyone can write
+    to the bucket, and one bad entry must not hide every worker."""
+    try:
+        return _decoder.decode(data)
+    except msgspec.DecodeError as error:  # ValidationError included
+        logger.warning("ignoring worker entry %r: not a heartbeat (%s)", key, error)
+        return None
+
+
 async def live_workers(bucket: KeyValue) -> list[WorkerInfo]:
     try:
         keys = await bucket.keys()  # pyright: ignore[reportUnknownMemberType]
@@ -76,7 +89,7 @@ async def live_workers(bucket: KeyValue) -> list[WorkerInfo]:
             entry = await bucket.get(key)
         except KeyNotFoundError:  # expired between listing and reading
             return None
-        return _decoder.decode(entry.value) if entry.value else None
+        return decode_heartbeat(key, entry.value) if entry.value else None
 
     beats = await asyncio.gather(*(read(key) for key in keys))
     return [
