@@ -29,6 +29,15 @@ logger = logging.getLogger("docket_nats.connection")
 DEAD_LETTER_MAX_AGE = 7 * 24 * 3600.0
 
 
+@dataclass(frozen=True)
+class DeadLetterLimits:
+    """The bounds of a docket's dead-letter stream (`Docket(max_dead_letters=...)`):
+    when one is reached the oldest letter is dropped (discard "old")."""
+
+    max_dead_letters: int = 100_000
+    max_dead_letter_bytes: int = 256 * 1024**2
+
+
 # Options of ours that are not nats.connect's.
 _OWN_OPTIONS = frozenset(
     {"request_timeout", "publish_retry_for", "reconnected_cb", "disconnected_cb", "error_cb"}
@@ -38,6 +47,8 @@ DocketURL = str | Sequence[str] | None
 
 
 def work_stream_config(names: Names, replicas: int) -> api.StreamConfig:
+    # Unbounded on purpose: message schedules forbid discard "new" (error 10052),
+    # and discard "old" drops the oldest message, a live task, without a word.
     return api.StreamConfig(
         name=names.stream,
         subjects=[f"{names.prefix}.sched.>", f"{names.prefix}.run.>"],
@@ -52,7 +63,9 @@ def work_stream_config(names: Names, replicas: int) -> api.StreamConfig:
     )
 
 
-def dead_stream_config(names: Names, replicas: int) -> api.StreamConfig:
+def dead_stream_config(
+    names: Names, replicas: int, limits: DeadLetterLimits = DeadLetterLimits()
+) -> api.StreamConfig:
     return api.StreamConfig(
         name=names.dead_stream,
         subjects=[names.dead_filter],
@@ -60,13 +73,26 @@ def dead_stream_config(names: Names, replicas: int) -> api.StreamConfig:
         storage=api.StorageType.FILE,
         num_replicas=replicas,
         max_age=DEAD_LETTER_MAX_AGE,
+        max_msgs=limits.max_dead_letters,
+        max_bytes=limits.max_dead_letter_bytes,
+        discard=api.DiscardPolicy.OLD,
     )
 
 
+_LIMITS = ("max_msgs", "max_bytes", "discard")
+
+
 async def ensure_stream(js: JetStreamContext, config: api.StreamConfig) -> None:
+    """Create the stream, or bring an existing one's limits to `config`'s (the
+    last Docket opened with other limits sets them for everyone)."""
     assert config.name is not None
     try:
-        await js.stream_info(config.name)
+        info = await js.stream_info(config.name)
+        current = info.config
+        if any(getattr(current, name) != getattr(config, name) for name in _LIMITS):
+            for name in _LIMITS:
+                setattr(current, name, getattr(config, name))
+            await js.update_stream(current)  # pyright: ignore[reportUnknownMemberType]
     except NotFoundError:
         try:
             await js.add_stream(config)  # pyright: ignore[reportUnknownMemberType]  (nats-py's **params are untyped)
@@ -208,11 +234,13 @@ class Connection:
             self.client, self.request_timeout, self.publish_retry_for
         )
 
-    async def ensure_streams(self, names: Names, replicas: int) -> None:
+    async def ensure_streams(
+        self, names: Names, replicas: int, limits: DeadLetterLimits = DeadLetterLimits()
+    ) -> None:
         js = self.js
         await asyncio.gather(
             ensure_stream(js, work_stream_config(names, replicas)),
-            ensure_stream(js, dead_stream_config(names, replicas)),
+            ensure_stream(js, dead_stream_config(names, replicas, limits)),
         )
 
     async def close(self) -> None:
