@@ -35,7 +35,10 @@ class DeadLetterLimits:
     when one is reached the oldest letter is dropped (discard "old")."""
 
     max_dead_letters: int = 100_000
-    max_dead_letter_bytes: int = 256 * 1024**2
+    # None: no byte bound. JetStream reserves a stream's max_bytes up front
+    # against the server's storage (error 10047 "insufficient storage resources"
+    # once enough dockets share a server), so it is opt-in.
+    max_dead_letter_bytes: int | None = None
 
 
 # Options of ours that are not nats.connect's.
@@ -74,7 +77,7 @@ def dead_stream_config(
         num_replicas=replicas,
         max_age=DEAD_LETTER_MAX_AGE,
         max_msgs=limits.max_dead_letters,
-        max_bytes=limits.max_dead_letter_bytes,
+        max_bytes=limits.max_dead_letter_bytes or -1,
         discard=api.DiscardPolicy.OLD,
     )
 

@@ -74,8 +74,9 @@ class Docket:
         connect_options: Passed to `nats.connect` (user, password, token, tls,
             user_credentials, nkeys_seed, ...).
         max_dead_letters, max_dead_letter_bytes: Bounds of the dead-letter stream
-            (default 100,000 letters and 256 MiB, besides 7 days); when one is
-            reached the oldest dead letter is dropped, never a task.
+            (default 100,000 letters and 7 days; bytes unbounded unless given, as
+            JetStream reserves a byte bound up front); when one is reached the
+            oldest dead letter is dropped, never a task.
     """
 
     def __init__(
@@ -91,7 +92,7 @@ class Docket:
         allow_pickle: bool = False,
         connect_options: Mapping[str, Any] | None = None,
         max_dead_letters: int = DeadLetterLimits.max_dead_letters,
-        max_dead_letter_bytes: int = DeadLetterLimits.max_dead_letter_bytes,
+        max_dead_letter_bytes: int | None = DeadLetterLimits.max_dead_letter_bytes,
     ) -> None:
         if replicas < 1:
             raise ValueError("replicas must be at least 1")
