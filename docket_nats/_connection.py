@@ -92,10 +92,17 @@ async def ensure_stream(js: JetStreamContext, config: api.StreamConfig) -> None:
     try:
         info = await js.stream_info(config.name)
         current = info.config
-        if any(getattr(current, name) != getattr(config, name) for name in _LIMITS):
-            for name in _LIMITS:
-                setattr(current, name, getattr(config, name))
-            await js.update_stream(current)  # pyright: ignore[reportUnknownMemberType]
+        wanted = {name: getattr(config, name) for name in _LIMITS}
+        wanted = {name: value for name, value in wanted.items() if value is not None}
+        if any(getattr(current, name) != value for name, value in wanted.items()):
+            for name, value in wanted.items():
+                setattr(current, name, value)
+            try:
+                await js.update_stream(current)  # pyright: ignore[reportUnknownMemberType]
+            except Exception as error:  # e.g. a producer without the permission
+                logger.warning(
+                    "could not apply the limits %s to stream %s: %r", wanted, config.name, error
+                )
     except NotFoundError:
         try:
             await js.add_stream(config)  # pyright: ignore[reportUnknownMemberType]  (nats-py's **params are untyped)
