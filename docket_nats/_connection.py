@@ -30,6 +30,18 @@ logger = logging.getLogger("docket_nats.connection")
 DEAD_LETTER_MAX_AGE = 7 * 24 * 3600.0
 
 
+@dataclass(frozen=True)
+class DeadLetterLimits:
+    """The bounds of a docket's dead-letter stream (`Docket(max_dead_letters=...)`):
+    when one is reached the oldest letter is dropped (discard "old")."""
+
+    max_dead_letters: int = 100_000
+    # None: no byte bound. JetStream reserves a stream's max_bytes up front
+    # against the server's storage (error 10047 "insufficient storage resources"
+    # once enough dockets share a server), so it is opt-in.
+    max_dead_letter_bytes: int | None = None
+
+
 # Options of ours that are not nats.connect's.
 _OWN_OPTIONS = frozenset(
     {
@@ -62,6 +74,8 @@ DocketURL = str | Sequence[str] | None
 
 
 def work_stream_config(names: Names, replicas: int) -> api.StreamConfig:
+    # Unbounded on purpose: message schedules forbid discard "new" (error 10052),
+    # and discard "old" drops the oldest message, a live task, without a word.
     return api.StreamConfig(
         name=names.stream,
         subjects=[f"{names.prefix}.sched.>", f"{names.prefix}.run.>"],
@@ -76,7 +90,9 @@ def work_stream_config(names: Names, replicas: int) -> api.StreamConfig:
     )
 
 
-def dead_stream_config(names: Names, replicas: int) -> api.StreamConfig:
+def dead_stream_config(
+    names: Names, replicas: int, limits: DeadLetterLimits = DeadLetterLimits()
+) -> api.StreamConfig:
     return api.StreamConfig(
         name=names.dead_stream,
         subjects=[names.dead_filter],
@@ -84,13 +100,33 @@ def dead_stream_config(names: Names, replicas: int) -> api.StreamConfig:
         storage=api.StorageType.FILE,
         num_replicas=replicas,
         max_age=DEAD_LETTER_MAX_AGE,
+        max_msgs=limits.max_dead_letters,
+        max_bytes=limits.max_dead_letter_bytes or -1,
+        discard=api.DiscardPolicy.OLD,
     )
 
 
+_LIMITS = ("max_msgs", "max_bytes", "discard")
+
+
 async def ensure_stream(js: JetStreamContext, config: api.StreamConfig) -> None:
+    """Create the stream, or bring an existing one's limits to `config`'s (the
+    last Docket opened with other limits sets them for everyone)."""
     assert config.name is not None
     try:
-        await js.stream_info(config.name)
+        info = await js.stream_info(config.name)
+        current = info.config
+        wanted = {name: getattr(config, name) for name in _LIMITS}
+        wanted = {name: value for name, value in wanted.items() if value is not None}
+        if any(getattr(current, name) != value for name, value in wanted.items()):
+            for name, value in wanted.items():
+                setattr(current, name, value)
+            try:
+                await js.update_stream(current)  # pyright: ignore[reportUnknownMemberType]
+            except Exception as error:  # e.g. a producer without the permission
+                logger.warning(
+                    "could not apply the limits %s to stream %s: %r", wanted, config.name, error
+                )
     except NotFoundError:
         try:
             await js.add_stream(config)  # pyright: ignore[reportUnknownMemberType]  (nats-py's **params are untyped)
@@ -188,7 +224,10 @@ class Connection:
         }
 
         async def reconnected() -> None:
-            logger.info("reconnected to NATS at %s", self.nc.connected_url)
+            client = self.client
+            if client is None:  # closed while the reconnection was under way
+                return
+            logger.info("reconnected to NATS at %s", client.connected_url)
             for listener in list(self._reconnect_listeners):
                 listener()
             if "reconnected_cb" in theirs:
@@ -252,11 +291,13 @@ class Connection:
             client, self.request_timeout, self.publish_retry_for
         )
 
-    async def ensure_streams(self, names: Names, replicas: int) -> None:
+    async def ensure_streams(
+        self, names: Names, replicas: int, limits: DeadLetterLimits = DeadLetterLimits()
+    ) -> None:
         js = self.js
         await asyncio.gather(
             ensure_stream(js, work_stream_config(names, replicas)),
-            ensure_stream(js, dead_stream_config(names, replicas)),
+            ensure_stream(js, dead_stream_config(names, replicas, limits)),
         )
 
     async def close(self) -> None:

@@ -80,6 +80,15 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
         "How many runs Debounce, Cooldown or RateLimit refused for good",
         TASK,
     ),
+    # Counted by a worker that lost contact with the server (worker/_fencing.py).
+    "docket_tasks_fenced": (
+        "How many running tasks a worker cancelled on losing contact",
+        TASK,
+    ),
+    "docket_tasks_fence_refused": (
+        "How many tasks did not stop when their worker fenced itself (may overlap a copy)",
+        TASK,
+    ),
 }
 BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0)
 HISTOGRAMS = {

@@ -44,6 +44,7 @@ OUTCOMES: dict[str, tuple[str, int]] = {
     "success": ("↩", logging.INFO),
     "failed": ("↩", logging.ERROR),
     "cancelled": ("✗", logging.INFO),
+    "fenced": ("✗", logging.WARNING),
     "struck": ("🗙", logging.WARNING),
     "superseded": ("↬", logging.INFO),
     "retry scheduled": ("↫", logging.INFO),

@@ -194,17 +194,26 @@ def encode_rule(
     return f"{encode_key(function) if function else _ALL_TASKS}.{digest}", data
 
 
+class UndecodableRule(ValueError):
+    """Bytes in the strikes bucket that are not a rule this version understands."""
+
+
 def decode_rule(key: str, data: bytes) -> Rule:
-    """The rule stored under `key`; raises ValueError / msgspec errors on garbage."""
-    stored = _decoder.decode(data)
-    return Rule(
-        key=key,
-        function=stored.function,
-        conditions=tuple(
-            Condition(c.parameter, as_operator(c.operator), unpack_value(c.value))
-            for c in stored.conditions
-        ),
-    )
+    """The rule stored under `key`; raises UndecodableRule on anything else."""
+    try:
+        stored = _decoder.decode(data)
+        return Rule(
+            key=key,
+            function=stored.function,
+            conditions=tuple(
+                Condition(c.parameter, as_operator(c.operator), unpack_value(c.value))
+                for c in stored.conditions
+            ),
+        )
+    # A tagged value may fail in its constructor any way (int("x"), timedelta
+    # overflow, a missing item): whatever the bytes, one typed error.
+    except (msgspec.DecodeError, ValueError, TypeError, IndexError, OverflowError) as error:
+        raise UndecodableRule(f"not a strike rule: {error!r}") from error
 
 
 # -- building a rule from docket's arguments ---------------------------------------

@@ -209,6 +209,12 @@ class Names:
         the shared consumer, so running workers renew their leases by it at once."""
         return f"{self.prefix}.ack-wait"
 
+    @property
+    def contact_probe(self) -> str:
+        """Core NATS, listened to by nobody: a worker's request here is answered by
+        the server itself (no responders), a round trip proving contact."""
+        return f"{self.prefix}.contact"
+
     def bucket(self, purpose: str) -> str:
         """A KV bucket of this docket: strikes, workers, state, results, ..."""
         return f"docket-{self.docket}-{purpose}"

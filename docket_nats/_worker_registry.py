@@ -9,6 +9,7 @@ workers is reading the bucket: no sweeping, no clocks to agree on.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -18,6 +19,8 @@ from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
 from ._subjects import TTL, Names, encode_key, kv_stream, kv_subject, ttl_value
+
+logger = logging.getLogger("docket_nats.workers")
 
 
 class Heartbeat(msgspec.Struct, kw_only=True):
@@ -65,6 +68,16 @@ async def beat(js: JetStreamContext, names: Names, heartbeat: Heartbeat, ttl: fl
     await js.publish(subject, _encoder.encode(heartbeat), headers=headers)
 
 
+def decode_heartbeat(key: str, data: bytes) -> Heartbeat | None:
+    """A heartbeat, or None (logged) for bytes that are not one: anyone can write
+    to the bucket, and one bad entry must not hide every worker."""
+    try:
+        return _decoder.decode(data)
+    except msgspec.DecodeError as error:  # ValidationError included
+        logger.warning("ignoring worker entry %r: not a heartbeat (%s)", key, error)
+        return None
+
+
 async def list_workers(js: JetStreamContext, names: Names, replicas: int) -> list[WorkerInfo]:
     """The workers of a docket alive now (their heartbeats have not expired).
 
@@ -84,7 +97,7 @@ async def list_workers(js: JetStreamContext, names: Names, replicas: int) -> lis
             message = await js.get_last_msg(stream, subject)
         except NotFoundError:  # expired between listing and reading
             return None
-        return _decoder.decode(message.data) if message.data else None
+        return decode_heartbeat(Names.key_of(subject), message.data) if message.data else None
 
     beats = await asyncio.gather(*(read(subject) for subject in subjects))
     return [

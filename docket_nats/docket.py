@@ -22,7 +22,7 @@ from uncalled_for import validate_dependencies
 
 from . import _settings as settings
 from . import _telemetry as telemetry
-from ._connection import Connection, DocketURL
+from ._connection import Connection, DeadLetterLimits, DocketURL
 from ._context import DocketContext
 from ._dead_letters import list_dead_letters
 from ._groups import (
@@ -92,6 +92,10 @@ class Docket:
             unpickling runs code. Workers must opt in too.
         connect_options: Passed to `nats.connect` (user, password, token, tls,
             user_credentials, nkeys_seed, ...).
+        max_dead_letters, max_dead_letter_bytes: Bounds of the dead-letter stream
+            (default 100,000 letters and 7 days; bytes unbounded unless given, as
+            JetStream reserves a byte bound up front); when one is reached the
+            oldest dead letter is dropped, never a task.
     """
 
     def __init__(
@@ -106,6 +110,8 @@ class Docket:
         replicas: int = 1,
         allow_pickle: bool = False,
         connect_options: Mapping[str, Any] | None = None,
+        max_dead_letters: int = DeadLetterLimits.max_dead_letters,
+        max_dead_letter_bytes: int | None = DeadLetterLimits.max_dead_letter_bytes,
     ) -> None:
         self.names = Names(name)  # a name NATS cannot take fails here
         settings.nats_url(url)
@@ -122,6 +128,7 @@ class Docket:
         self.replicas = replicas
         self.allow_pickle = allow_pickle
         self.connection = Connection(url, dict(connect_options or {}))
+        self.dead_letter_limits = DeadLetterLimits(max_dead_letters, max_dead_letter_bytes)
         self.strike_list = StrikeList(self.names, replicas)
         self.tasks: dict[str, TaskFunction] = {}
         # What the layers below need of this docket (state, results, executions).
@@ -144,7 +151,7 @@ class Docket:
     async def __aenter__(self) -> Self:
         await self.connection.open(client_name=f"docket-nats:{self.name}")
         try:
-            await self.connection.ensure_streams(self.names, self.replicas)
+            await self.connection.ensure_streams(self.names, self.replicas, self.dead_letter_limits)
             await self.strike_list.start(self.connection.js, self.connection)
             await ensure_execution_bucket(self.context)
         except BaseException:

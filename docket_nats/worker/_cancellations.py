@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
+from typing import Literal
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from .._subjects import Names
 from ._actors import Actor
+
+logger = logging.getLogger("docket_nats.worker")
+
+
+def parse_cancel_notice(data: bytes) -> int | Literal[False] | None:
+    """None for docket.cancel (an empty body); a stream sequence for docket.replace
+    (copies older than the replacement are void); False for anything else."""
+    body = data.strip()
+    if not body:
+        return None
+    if body.isascii() and body.isdigit():  # bytes.isdigit is ASCII-only already
+        return int(body)
+    return False
 
 
 class CancelListener(Actor):
@@ -24,12 +39,11 @@ class CancelListener(Actor):
 
     async def run(self) -> None:
         async def on_cancel(message: Msg) -> None:
-            # An empty body is docket.cancel; a stream sequence is docket.replace
-            # (copies older than the replacement are void).
-            body = message.data.strip()
-            if body and not body.isdigit():
-                return  # not a notice this version understands
-            await self.cancel(Names.key_of(message.subject), int(body) if body else None)
+            notice = parse_cancel_notice(message.data)
+            if notice is False:
+                logger.warning("ignoring a cancel notice this version does not understand")
+                return
+            await self.cancel(Names.key_of(message.subject), notice)
 
         subscription = await self.nc.subscribe(  # pyright: ignore[reportUnknownMemberType]
             self.names.cancel_filter, cb=on_cancel

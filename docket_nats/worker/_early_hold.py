@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import math
 import time
 from collections.abc import Callable
 
@@ -36,9 +37,11 @@ def due_time(message: Msg) -> float | None:
     if stamp is None:
         return None
     try:
-        return float(stamp)
+        due = float(stamp)
     except ValueError:
         return None
+    # "nan" or "inf" would be held forever (renewed all the while): run it now.
+    return due if math.isfinite(due) else None
 
 
 class EarlyHold(Actor):
@@ -79,8 +82,9 @@ class EarlyHold(Actor):
         return [message for _, _, message in void]
 
     def take_all(self) -> list[Msg]:
-        """Everything held (on stop, to hand back)."""
+        """Everything held (on stop, to hand back; fenced, to drop)."""
         held, self._held = self.held(), []
+        self._changed.set()
         return held
 
     async def run(self) -> None:

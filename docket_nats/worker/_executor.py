@@ -10,6 +10,7 @@ with the reason; an internal error hands the message back for redelivery.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections import Counter, deque
@@ -67,6 +68,8 @@ class Running:
     started: float = field(default_factory=time.monotonic)
     # The task body was reached (recorded as started), not just decoded.
     began: bool = False
+    # Cancelled by the fence: the message is left alone (no ack, no nak).
+    fenced: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +206,57 @@ class Executor(Actor):
                 found = True
         return found
 
+    async def fence(self, reason: str, grace: float) -> None:
+        """Lost contact (worker/_fencing.py): cancel every run and drop every held
+        message, settling none of them (the server redelivers them when their
+        leases lapse). A run that has not ended within `grace` is reported."""
+        dropped = len(self._mailbox)
+        while self._mailbox:
+            self._mailbox.popleft()
+            self.slots.give_back()
+        entries = [entry for entry in self._running.values() if entry.task is not None]
+        logger.error(
+            "worker %s fencing itself: %s; cancelling %d running tasks and dropping %d "
+            "prefetched ones, for the server to redeliver",
+            self.worker_name,
+            reason,
+            len(entries),
+            dropped,
+        )
+        for entry in entries:
+            assert entry.task is not None
+            entry.fenced = True
+            entry.task.cancel(f"fenced: {reason}")
+        if entries:
+            await asyncio.wait([entry.task for entry in entries if entry.task], timeout=grace)
+        for entry in entries:
+            assert entry.task is not None
+            execution = entry.execution
+            stuck = not entry.task.done()
+            # A sync task's thread runs on whatever happens to the task awaiting it.
+            threaded = (
+                execution is not None
+                and entry.began
+                and not inspect.iscoroutinefunction(execution.function)
+            )
+            if execution is not None:
+                metrics.count(
+                    "docket_tasks_fenced", task_labels(self.docket.name, execution.function_name)
+                )
+            if stuck or threaded:
+                name = execution.function_name if execution is not None else "?"
+                logger.error(
+                    "worker %s: task %r (%s) did not stop when fenced (%s); it may run "
+                    "alongside its redelivered copy",
+                    self.worker_name,
+                    execution.key if execution is not None else Names.key_of(entry.message.subject),
+                    name,
+                    "a synchronous task's thread cannot be stopped"
+                    if threaded and not stuck
+                    else f"still running {grace:.3g}s after its cancellation",
+                )
+                metrics.count("docket_tasks_fence_refused", task_labels(self.docket.name, name))
+
     async def _process(self, entry: Running) -> None:
         message = entry.message
         try:
@@ -213,6 +267,10 @@ class Executor(Actor):
             await self._run(entry, execution)
             await message.ack()
         except asyncio.CancelledError:
+            if entry.fenced:  # its lease is the server's to let lapse: settle nothing
+                if entry.execution is not None:
+                    log_outcome(entry.execution, "fenced", time.monotonic() - entry.started)
+                raise
             # docket.cancel() ends a task for good (ack); a shutdown hands it back
             # (nak) so that another worker runs it at once.
             if self._shutting_down or entry.execution is None:

@@ -12,19 +12,27 @@ its running tasks to others. So the keeper renews by the consumer's ack wait:
 a starting worker announces the value before it sets it (`announce_ack_wait`),
 keepers adopt it and renew at once, and each keeper also re-reads the consumer
 every few seconds in case it missed an announcement (while disconnected).
+
+Each round of renewals ends with a round trip (a request the server answers); an
+answered one is
+reported to the worker's `Contact`, which says until when the leases are safe
+(see `_contact.py` and the fence, `_fencing.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
 
 from ._actors import Actor
+from ._contact import Contact
 
 logger = logging.getLogger("docket_nats.worker")
 
@@ -43,6 +51,16 @@ async def announce_ack_wait(nc: Client, subject: str, ack_wait: float) -> None:
     await nc.flush()
 
 
+def parse_ack_wait(data: bytes) -> float | None:
+    """An announced ack wait, or None for anything but a positive finite number
+    (anyone can publish on the subject: "inf" would stop every renewal)."""
+    try:
+        value = float(data)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return value if math.isfinite(value) and value > 0 else None
+
+
 class LeaseKeeper(Actor):
     name = "lease-keeper"
 
@@ -52,11 +70,13 @@ class LeaseKeeper(Actor):
         ack_wait: float,
         current_ack_wait: Callable[[], Awaitable[float]] | None = None,
         notices: tuple[Client, str] | None = None,
+        contact: tuple[Client, Contact, str] | None = None,
     ) -> None:
         self.held = held
         self.ack_wait = ack_wait
         self.current_ack_wait = current_ack_wait
         self.notices = notices
+        self.contact = contact
         self._changed = asyncio.Event()
 
     @property
@@ -98,9 +118,9 @@ class LeaseKeeper(Actor):
                 pass
 
     async def _on_notice(self, message: Msg) -> None:
-        try:
-            announced = float(message.data)
-        except ValueError:
+        announced = parse_ack_wait(message.data)
+        if announced is None:
+            logger.warning("ignoring an ack wait notice that is not one: %r", message.data[:64])
             return
         self._adopt(announced, "announced by a starting worker")
 
@@ -128,8 +148,39 @@ class LeaseKeeper(Actor):
             return None
 
     async def _renew(self) -> None:
-        for message in list(self.held()):
+        started = time.monotonic()
+        renewed = list(self.held())
+        reconnects = self._reconnects()
+        for message in renewed:
             try:
                 await message.in_progress()
             except Exception as error:  # disconnected: the next round retries
                 logger.debug("in-progress signal failed: %s", error)
+        await self._round_trip(started, renewed, reconnects)
+
+    def _reconnects(self) -> int | None:
+        if self.contact is None:
+            return None
+        nc = self.contact[0]
+        return nc.stats["reconnects"] if nc.is_connected else None
+
+    async def _round_trip(self, started: float, renewed: list[Msg], reconnects: int | None) -> None:
+        """Confirm the round: the server answered a request sent after its renewals,
+        on the same connection (a reconnection in between may have lost them).
+
+        A request to a subject nobody listens on, not a flush: nats-py leaves a
+        flush that timed out in its PONG queue, and the late PONG then breaks its
+        read loop (InvalidStateError, seen through the test proxy).
+        """
+        if self.contact is None or reconnects is None:
+            return
+        nc, contact, probe = self.contact
+        try:
+            await nc.request(probe, b"", timeout=max(self.interval, MINIMUM_INTERVAL))
+        except NoRespondersError:
+            pass  # the server's own answer: the round trip we wanted
+        except Exception as error:  # no answer in time: the round proves nothing
+            logger.debug("round trip after renewing leases failed: %r", error)
+            return
+        if nc.is_connected and nc.stats["reconnects"] == reconnects:
+            contact.confirm(started, renewed, list(self.held()), self.ack_wait)

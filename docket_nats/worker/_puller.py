@@ -51,14 +51,36 @@ class Puller(Actor):
         # quarter of the concurrency keeps request traffic low without starving.
         self.threshold = max(1, slots.capacity // 4)
         self.requested = 0
-        self.pulling = True
+        self._stopped = False  # the worker is stopping
+        self._paused = False  # the worker is fenced
         self.last_heard = time.monotonic()
         self._inbox = nc.new_inbox()
+        self._new_inbox = False
+
+    @property
+    def pulling(self) -> bool:
+        return not (self._stopped or self._paused)
 
     def stop_pulling(self) -> None:
         """Graceful stop: ask for nothing more; hand back whatever still arrives."""
-        self.pulling = False
+        self._stopped = True
         self.slots.changed.set()
+
+    def pause(self) -> None:
+        """Fenced (no contact): ask for nothing; hand back whatever still arrives.
+
+        The requests already made are abandoned with their inbox: after a
+        reconnection nats-py subscribes the inbox again, and the server would go
+        on delivering to them, each message handed back and delivered again at
+        once (seen: a key delivered 19 times in a moment)."""
+        self._paused = True
+        self._new_inbox = True
+        self.slots.changed.set()
+
+    def resume(self) -> None:
+        """Contact is back: ask afresh (earlier requests may be gone)."""
+        self._paused = False
+        self.connection_reset()
 
     def connection_reset(self) -> None:
         """Pull requests do not survive a reconnection: ask afresh."""
@@ -66,12 +88,16 @@ class Puller(Actor):
         self.slots.changed.set()
 
     async def run(self) -> None:
-        subscription: Subscription = await self.nc.subscribe(  # pyright: ignore[reportUnknownMemberType]
-            self._inbox, cb=self._on_message
-        )
+        subscription = await self._subscribe()
         self.requested = 0
         try:
             while True:
+                if self._new_inbox:
+                    self._new_inbox = False
+                    await _quietly_unsubscribe(subscription)
+                    self._inbox = self.nc.new_inbox()
+                    subscription = await self._subscribe()
+                    self.requested = 0
                 await self._pull_if_needed()
                 # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a
                 # cancellation that races with the event being set.
@@ -86,6 +112,11 @@ class Puller(Actor):
                 self._check_silence()
         finally:
             await _quietly_unsubscribe(subscription)
+
+    async def _subscribe(self) -> Subscription:
+        return await self.nc.subscribe(  # pyright: ignore[reportUnknownMemberType]
+            self._inbox, cb=self._on_message
+        )
 
     async def _pull_if_needed(self) -> None:
         if not self.pulling or self.nc.is_reconnecting or self.nc.is_closed:

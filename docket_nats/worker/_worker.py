@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self, cast
 
+from nats.aio.msg import Msg
 from nats.js import api
 
 from .. import _settings as settings
@@ -41,8 +42,10 @@ from . import _automatic as automatic
 from ._actors import Supervisor
 from ._automatic import AutomaticTasks
 from ._cancellations import CancelListener
+from ._contact import Contact
 from ._early_hold import EarlyHold
 from ._executor import MAX_DELIVERIES, Executor, RunSettings, hand_back
+from ._fencing import Fence
 from ._heartbeat import HeartbeatSender
 from ._leases import LeaseKeeper, announce_ack_wait
 from ._lifecycle import worker_lifecycles
@@ -256,13 +259,21 @@ class Worker:
         self._supervisor.start(executor)
         self._supervisor.start(early_hold)
         self._supervisor.start(puller)
+        contact = Contact()
+
+        def held() -> list[Msg]:
+            return [*executor.held(), *early_hold.held()]
+
+        lease_keeper = LeaseKeeper(
+            held,
+            self.redelivery_timeout.total_seconds(),
+            self._consumer_ack_wait,
+            (connection.nc, self.docket.names.ack_wait_notice),
+            (connection.nc, contact, self.docket.names.contact_probe),
+        )
+        self._supervisor.start(lease_keeper)
         self._supervisor.start(
-            LeaseKeeper(
-                lambda: [*executor.held(), *early_hold.held()],
-                self.redelivery_timeout.total_seconds(),
-                self._consumer_ack_wait,
-                (connection.nc, self.docket.names.ack_wait_notice),
-            )
+            Fence(contact, held, lambda: lease_keeper.ack_wait, self._fence, puller.resume)
         )
         self._supervisor.start(CancelListener(connection.nc, self.docket.names, self._cancel))
         if self.schedule_automatic_tasks:
@@ -287,6 +298,15 @@ class Worker:
             running=self.slots.held,
             tasks=sorted(self.docket.tasks),
         )
+
+    async def _fence(self, reason: str, grace: float) -> None:
+        """Lost contact (worker/_fencing.py): take no work, stop every run, drop
+        every held message (unsettled: the server redelivers them)."""
+        assert self._executor is not None and self._early_hold is not None
+        assert self._puller is not None
+        self._puller.pause()
+        self._early_hold.take_all()
+        await self._executor.fence(reason, grace)
 
     async def _cancel(self, key: str, superseded_before: int | None) -> bool:
         """A cancel or replace notice: void held copies, cancel a running task."""
