@@ -205,6 +205,34 @@ class Connection:
         return lambda: self._reconnect_listeners.remove(listener)
 
     async def open(self, client_name: str) -> None:
+        await self._resolve_servers()
+        errors: list[Exception] = []
+        options: dict[str, Any] = {
+            "name": client_name,
+            "max_reconnect_attempts": -1,
+            "reconnect_time_wait": 0.5,
+            "allow_reconnect": True,
+            "connect_timeout": 5,
+            # Tasks must not be lost while reconnecting: buffer publishes.
+            "pending_size": 64 * 1024 * 1024,
+        }
+        options.update({k: v for k, v in self.options.items() if k not in _OWN_OPTIONS})
+        options.update(self._callbacks(errors))
+        client = Client()
+        try:
+            await self._first_connect(client, options, errors)
+        except BaseException:
+            await self._release_local()
+            raise
+        self.client = client
+        self._js = client.jetstream(  # pyright: ignore[reportUnknownMemberType]
+            timeout=self.request_timeout
+        )
+        self._publisher = await Publisher.start(
+            client, self.request_timeout, self.publish_retry_for
+        )
+
+    async def _resolve_servers(self) -> None:
         if isinstance(self.url, str) or self.url is None:
             single = self.url
             if needs_local_server(single):
@@ -216,7 +244,10 @@ class Connection:
         else:
             self.resolved = list(self.url)
 
-        # Callbacks given in connect_options run after ours (not instead of them).
+    def _callbacks(self, errors: list[Exception]) -> dict[str, Any]:
+        """nats-py's connection callbacks: ours log and notify, then the caller's
+        own (given in connect_options) run too, not instead. Errors are kept in
+        `errors` for the first connect's message."""
         theirs: dict[str, Any] = {
             name: self.options[name]
             for name in ("reconnected_cb", "disconnected_cb", "error_cb")
@@ -239,57 +270,33 @@ class Connection:
             if "disconnected_cb" in theirs:
                 await theirs["disconnected_cb"]()
 
-        errors: list[Exception] = []
-
         async def error(exception: Exception) -> None:
             errors.append(exception)
             logger.warning("NATS connection error: %s", exception)
             if "error_cb" in theirs:
                 await theirs["error_cb"](exception)
 
-        options: dict[str, Any] = {
-            "name": client_name,
-            "max_reconnect_attempts": -1,
-            "reconnect_time_wait": 0.5,
-            "allow_reconnect": True,
-            "connect_timeout": 5,
-            # Tasks must not be lost while reconnecting: buffer publishes.
-            "pending_size": 64 * 1024 * 1024,
-        }
-        options.update({k: v for k, v in self.options.items() if k not in _OWN_OPTIONS})
-        client = Client()
+        return {"reconnected_cb": reconnected, "disconnected_cb": disconnected, "error_cb": error}
+
+    async def _first_connect(
+        self, client: Client, options: dict[str, Any], errors: list[Exception]
+    ) -> None:
+        """Connect, giving up after `first_connect_timeout` with the reason (later
+        reconnections retry forever)."""
         deadline = asyncio.timeout(self.first_connect_timeout)
         try:
             async with deadline:
-                await client.connect(  # pyright: ignore[reportUnknownMemberType]
-                    servers=self.resolved,
-                    reconnected_cb=reconnected,
-                    disconnected_cb=disconnected,
-                    error_cb=error,
-                    **options,
-                )
+                await client.connect(servers=self.resolved, **options)  # pyright: ignore[reportUnknownMemberType]
         except TimeoutError:
             if not deadline.expired():
-                await self._release_local()
                 raise
             await _abandon(client)
-            await self._release_local()
             last = f": {errors[-1]}" if errors else ""
             raise NATSUnreachable(
                 f"could not connect to NATS at {', '.join(self.resolved)} within "
                 f"{self.first_connect_timeout:g}s (connect_options['first_connect_timeout'])"
                 f"{last}"
             ) from None
-        except BaseException:
-            await self._release_local()
-            raise
-        self.client = client
-        self._js = client.jetstream(  # pyright: ignore[reportUnknownMemberType]
-            timeout=self.request_timeout
-        )
-        self._publisher = await Publisher.start(
-            client, self.request_timeout, self.publish_retry_for
-        )
 
     async def ensure_streams(
         self, names: Names, replicas: int, limits: DeadLetterLimits = DeadLetterLimits()

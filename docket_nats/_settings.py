@@ -76,3 +76,28 @@ def nats_url(url: str | Sequence[str] | None) -> None:
                 "nats://host:port (or tls://, ws://, wss://), memory://NAME for an "
                 "ephemeral server, or None for the embedded one"
             )
+
+
+def worker_settings(
+    *,
+    concurrency: int,
+    redelivery_timeout: timedelta,
+    shutdown_grace: timedelta,
+    intervals: dict[str, timedelta],
+    message_batch: int,
+    max_deliveries: int,
+    prefetch: int | None,
+) -> int:
+    """Check a Worker's settings; returns its prefetch (by default its concurrency)."""
+    at_least_one("concurrency", concurrency)
+    positive_duration("redelivery_timeout", redelivery_timeout)
+    non_negative_duration("shutdown_grace", shutdown_grace)
+    for setting, interval in intervals.items():
+        non_negative_duration(setting, interval)
+    at_least_one("message_batch", message_batch)  # docket's check
+    at_least_one("max_deliveries", max_deliveries)
+    if prefetch is None:
+        return concurrency
+    if prefetch < 0:
+        raise InvalidSetting(f"prefetch must not be negative, got {prefetch}")
+    return prefetch

@@ -157,21 +157,101 @@ class Target:
 CONNECTION_PANEL = "Docket and connection"
 
 
+def _keyword_option(name: str, annotation: Any, default: Any) -> inspect.Parameter:
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
+    )
+
+
+# The options of the docket's server side every command takes.
+_SERVER_PARAMETERS = [
+    _keyword_option(
+        "replicas",
+        Annotated[
+            int,
+            typer.Option(
+                "--replicas",
+                envvar="DOCKET_REPLICAS",
+                rich_help_panel=CONNECTION_PANEL,
+                help="JetStream replicas of the docket's streams and buckets (3 on a cluster)",
+            ),
+        ],
+        1,
+    ),
+    _keyword_option(
+        "credentials",
+        Annotated[
+            str | None,
+            typer.Option(
+                "--credentials",
+                envvar="DOCKET_CREDENTIALS",
+                rich_help_panel=CONNECTION_PANEL,
+                metavar="FILE",
+                help="NATS .creds file (JWT + nkey seed); user:password can go in the URL",
+            ),
+        ],
+        None,
+    ),
+    _keyword_option(
+        "inbox_prefix",
+        Annotated[
+            str | None,
+            typer.Option(
+                "--inbox-prefix",
+                envvar="DOCKET_INBOX_PREFIX",
+                rich_help_panel=CONNECTION_PANEL,
+                show_default="_INBOX",
+                help="reply-subject prefix, when permissions confine each role to its inboxes",
+            ),
+        ],
+        None,
+    ),
+]
+
+# The logging options every command takes (the same for all of them).
+_LOGGING_PARAMETERS = [
+    _keyword_option(
+        "logging_level",
+        Annotated[
+            LogLevel,
+            typer.Option(
+                "--logging-level",
+                envvar="DOCKET_LOGGING_LEVEL",
+                case_sensitive=False,
+                rich_help_panel="Logging",
+                help="log level",
+            ),
+        ],
+        LogLevel.INFO,
+    ),
+    _keyword_option(
+        "logging_format",
+        Annotated[
+            LogFormat | None,
+            typer.Option(
+                "--logging-format",
+                envvar="DOCKET_LOGGING_FORMAT",
+                case_sensitive=False,
+                rich_help_panel="Logging",
+                show_default="rich on a terminal, else plain",
+                help="log format",
+            ),
+        ],
+        None,
+    ),
+]
+
+
 def _shared_parameters(
     url_flags: tuple[str, ...], docket_flags: tuple[str, ...], url_environment: tuple[str, ...],
     allow_memory: bool,
 ) -> list[inspect.Parameter]:  # fmt: skip
-    def option(name: str, annotation: Any, default: Any) -> inspect.Parameter:
-        return inspect.Parameter(
-            name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
-        )
-
     panel = CONNECTION_PANEL
     # A list shows as "['A', 'B']" in Typer's errors: one name stays a name.
     first, *others = url_environment
     url_variables: str | list[str] = [first, *others] if others else first
     return [
-        option(
+        _keyword_option(
             "url",
             Annotated[
                 str | None,
@@ -188,7 +268,7 @@ def _shared_parameters(
             ],
             None,
         ),
-        option(
+        _keyword_option(
             "docket_name",
             Annotated[
                 str,
@@ -201,76 +281,8 @@ def _shared_parameters(
             ],
             "docket",
         ),
-        option(
-            "replicas",
-            Annotated[
-                int,
-                typer.Option(
-                    "--replicas",
-                    envvar="DOCKET_REPLICAS",
-                    rich_help_panel=panel,
-                    help="JetStream replicas of the docket's streams and buckets (3 on a cluster)",
-                ),
-            ],
-            1,
-        ),
-        option(
-            "credentials",
-            Annotated[
-                str | None,
-                typer.Option(
-                    "--credentials",
-                    envvar="DOCKET_CREDENTIALS",
-                    rich_help_panel=panel,
-                    metavar="FILE",
-                    help="NATS .creds file (JWT + nkey seed); user:password can go in the URL",
-                ),
-            ],
-            None,
-        ),
-        option(
-            "inbox_prefix",
-            Annotated[
-                str | None,
-                typer.Option(
-                    "--inbox-prefix",
-                    envvar="DOCKET_INBOX_PREFIX",
-                    rich_help_panel=panel,
-                    show_default="_INBOX",
-                    help="reply-subject prefix, when permissions confine each role to its inboxes",
-                ),
-            ],
-            None,
-        ),
-        option(
-            "logging_level",
-            Annotated[
-                LogLevel,
-                typer.Option(
-                    "--logging-level",
-                    envvar="DOCKET_LOGGING_LEVEL",
-                    case_sensitive=False,
-                    rich_help_panel="Logging",
-                    help="log level",
-                ),
-            ],
-            LogLevel.INFO,
-        ),
-        option(
-            "logging_format",
-            Annotated[
-                LogFormat | None,
-                typer.Option(
-                    "--logging-format",
-                    envvar="DOCKET_LOGGING_FORMAT",
-                    case_sensitive=False,
-                    rich_help_panel="Logging",
-                    show_default="rich on a terminal, else plain",
-                    help="log format",
-                ),
-            ],
-            None,
-        ),
+        *_SERVER_PARAMETERS,
+        *_LOGGING_PARAMETERS,
     ]
 
 

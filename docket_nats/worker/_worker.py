@@ -122,17 +122,19 @@ class Worker:
         prefetch: int | None = None,
         max_deliveries: int = MAX_DELIVERIES,
     ) -> None:
-        settings.at_least_one("concurrency", concurrency)
-        settings.positive_duration("redelivery_timeout", redelivery_timeout)
-        settings.non_negative_duration("shutdown_grace", shutdown_grace)
-        for setting, interval in (
-            ("reconnection_delay", reconnection_delay),
-            ("minimum_check_interval", minimum_check_interval),
-            ("scheduling_resolution", scheduling_resolution),
-        ):
-            settings.non_negative_duration(setting, interval)
-        settings.at_least_one("message_batch", message_batch)  # docket's check
-        settings.at_least_one("max_deliveries", max_deliveries)
+        self.prefetch = settings.worker_settings(
+            concurrency=concurrency,
+            redelivery_timeout=redelivery_timeout,
+            shutdown_grace=shutdown_grace,
+            intervals={
+                "reconnection_delay": reconnection_delay,
+                "minimum_check_interval": minimum_check_interval,
+                "scheduling_resolution": scheduling_resolution,
+            },
+            message_batch=message_batch,
+            max_deliveries=max_deliveries,
+            prefetch=prefetch,
+        )
         self.docket = docket
         self.name = name or f"{socket.gethostname()}#{os.getpid()}"
         # What the runs' dependencies and log lines may know of this worker.
@@ -153,15 +155,10 @@ class Worker:
         self.message_batch = message_batch
         self.shutdown_grace = shutdown_grace
         self.max_deliveries = max_deliveries
-        if prefetch is None:
-            prefetch = concurrency
-        if prefetch < 0:
-            raise ValueError(f"prefetch must not be negative, got {prefetch}")
-        self.prefetch = prefetch
         # The puller asks for running + prefetched messages: with a few tasks
         # already delivered when a slot frees up, a short task never waits for a
         # round trip to the server.
-        self.slots = Slots(concurrency + prefetch)
+        self.slots = Slots(concurrency + self.prefetch)
         self._supervisor = Supervisor(f"worker {self.name}")
         self._stopping = asyncio.Event()
         self._counted_keys: frozenset[str] = frozenset()  # run_at_most's
