@@ -19,6 +19,7 @@ from nats.aio.client import Client
 from nats.errors import NoServersError
 from nats.js import JetStreamContext, api
 from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.kv import KeyValue
 
 from ._embedded import acquire_local_server, needs_local_server, release_local_server
 from ._publisher import PUBLISH_RETRY_FOR, Publisher
@@ -133,6 +134,18 @@ async def ensure_stream(js: JetStreamContext, config: api.StreamConfig) -> None:
         except BadRequestError:
             # Another process created it between our look and our create.
             await js.stream_info(config.name)
+
+
+async def key_value_bucket(js: JetStreamContext, bucket: str, **config: Any) -> KeyValue:
+    """The KV bucket, created with `config` if it does not exist yet; another
+    process creating it at the same moment is fine."""
+    try:
+        return await js.key_value(bucket)
+    except NotFoundError:
+        try:
+            return await js.create_key_value(bucket=bucket, **config)  # pyright: ignore[reportUnknownMemberType]
+        except Exception:  # (created concurrently by another process)
+            return await js.key_value(bucket)
 
 
 @dataclass

@@ -39,6 +39,7 @@ from nats.aio.msg import Msg
 from nats.js.errors import APIError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
+from ._connection import key_value_bucket
 from ._context import DocketContext, HasContext, context_of
 from ._state_records import record_cancelled
 from ._subjects import (
@@ -496,21 +497,14 @@ def _failed(pending: asyncio.Future[GroupStore]) -> bool:
 
 
 async def _open(docket: DocketContext) -> GroupStore:
-    js = docket.connection.js
-    name = docket.names.bucket("groups")
-    try:
-        kv = await js.key_value(name)
-    except NotFoundError:
-        try:
-            kv = await js.create_key_value(  # pyright: ignore[reportUnknownMemberType]
-                bucket=name,
-                history=1,
-                replicas=docket.replicas,
-                ttl=GROUP_RECORDS_AGE.total_seconds(),
-                direct=True,  # outcomes are read with batched direct gets
-            )
-        except Exception:  # (created concurrently by another process)
-            kv = await js.key_value(name)
+    kv = await key_value_bucket(
+        docket.connection.js,
+        docket.names.bucket("groups"),
+        history=1,
+        replicas=docket.replicas,
+        ttl=GROUP_RECORDS_AGE.total_seconds(),
+        direct=True,  # outcomes are read with batched direct gets
+    )
     return GroupStore(docket, kv)
 
 

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 import msgspec
 from nats.js.errors import NotFoundError
 
+from ._connection import key_value_bucket
 from ._results import StoredException
 from ._subjects import (
     KV_OPERATION,
@@ -114,18 +115,14 @@ def is_removal(headers: dict[str, str] | None) -> bool:
 
 async def ensure_bucket(docket: DocketContext) -> None:
     """Create the executions bucket if it does not exist yet (idempotent)."""
-    js = docket.connection.js
-    name = bucket_name(docket.names)
-    try:
-        await js.key_value(name)
-    except NotFoundError:
-        age = max(MINIMUM_BUCKET_AGE, docket.execution_ttl * 2)
-        try:
-            await js.create_key_value(  # pyright: ignore[reportUnknownMemberType]
-                bucket=name, history=1, replicas=docket.replicas, ttl=age.total_seconds()
-            )
-        except Exception:  # (created concurrently by another process)
-            await js.key_value(name)
+    age = max(MINIMUM_BUCKET_AGE, docket.execution_ttl * 2)
+    await key_value_bucket(
+        docket.connection.js,
+        bucket_name(docket.names),
+        history=1,
+        replicas=docket.replicas,
+        ttl=age.total_seconds(),
+    )
 
 
 async def record_cancelled(docket: DocketContext, key: str) -> None:

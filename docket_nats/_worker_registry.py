@@ -18,6 +18,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from nats.js.kv import KeyValue
 
+from ._connection import key_value_bucket
 from ._subjects import TTL, Names, encode_key, kv_stream, kv_subject, ttl_value
 
 logger = logging.getLogger("docket_nats.workers")
@@ -51,13 +52,7 @@ _decoder = msgspec.msgpack.Decoder(Heartbeat)
 
 async def heartbeat_bucket(js: JetStreamContext, names: Names, replicas: int) -> KeyValue:
     """The docket's workers bucket (created on first use; creation is idempotent)."""
-    bucket = names.bucket("workers")
-    try:
-        return await js.key_value(bucket)
-    except NotFoundError:
-        return await js.create_key_value(  # pyright: ignore[reportUnknownMemberType]
-            bucket=bucket, history=1, replicas=replicas
-        )
+    return await key_value_bucket(js, names.bucket("workers"), history=1, replicas=replicas)
 
 
 async def beat(js: JetStreamContext, names: Names, heartbeat: Heartbeat, ttl: float) -> None:

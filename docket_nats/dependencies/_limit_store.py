@@ -21,8 +21,9 @@ import json
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from nats.js.errors import APIError, KeyNotFoundError, NotFoundError
+from nats.js.errors import APIError, KeyNotFoundError
 
+from .._connection import key_value_bucket
 from .._subjects import (
     EXPECTED_LAST_SUBJECT_SEQUENCE,
     KV_OPERATION,
@@ -147,15 +148,7 @@ def _failed(pending: asyncio.Future[LimitStore]) -> bool:
 
 
 async def _open(docket: DocketContext) -> LimitStore:
-    js = docket.connection.js
-    name = docket.names.bucket("limits")
-    try:
-        kv = await js.key_value(name)
-    except NotFoundError:
-        try:
-            kv = await js.create_key_value(  # pyright: ignore[reportUnknownMemberType]
-                bucket=name, history=1, replicas=docket.replicas
-            )
-        except Exception:  # created concurrently by another process
-            kv = await js.key_value(name)
+    kv = await key_value_bucket(
+        docket.connection.js, docket.names.bucket("limits"), history=1, replicas=docket.replicas
+    )
     return LimitStore(docket, kv)
