@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 import pytest
+from prometheus_client import REGISTRY
 
 from docket_nats import CurrentWorker, Docket, TaskKey, Worker
 from docket_nats._embedded import ServerProcess
-from docket_nats._metrics import registry as metrics
 from docket_nats.worker._contact import FENCE_MARGIN
 from tests.tcp_proxy import TcpProxy, tcp_proxy
 
@@ -184,11 +184,14 @@ async def partition_a_running_task(
                 proxy.heal()
 
 
-def refused(task: str) -> int:
+def refused(task: str) -> float:
+    """docket_tasks_fence_refused for `task`, as a scrape reads it (prometheus-client)."""
     return sum(
-        value
-        for labels, value in metrics.counters["docket_tasks_fence_refused"].items()
-        if ("task", task) in labels
+        sample.value
+        for family in REGISTRY.collect()
+        if family.name == "docket_tasks_fence_refused"
+        for sample in family.samples
+        if sample.name.endswith("_total") and sample.labels.get("task") == task
     )
 
 
