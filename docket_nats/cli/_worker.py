@@ -11,16 +11,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import shutil
 import signal
+import socket
+import tempfile
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any
 
 import typer
 
+from .._embedded import MEMORY_SCHEME
+from .._metrics import multiprocess_directory
 from .._metrics_exporter import serve_metrics
+from ..docket import Docket
 from ..worker import Worker
 from ._common import (
+    CommandError,
     Target,
     docket_command,
     docket_from,
@@ -29,6 +37,8 @@ from ._common import (
     register_collections,
 )
 from ._healthcheck import serve_healthcheck
+from ._lifeline import SupervisorWatch
+from ._pool import Pool, PoolSettings, forwarded_arguments, resolve_processes
 
 logger = logging.getLogger("docket_nats.cli")
 
@@ -38,6 +48,12 @@ DEFAULT_TASKS = ["docket_nats.tasks:standard_tasks"]
 def at_least_one(value: int | None) -> int | None:
     if value is not None and value < 1:
         raise typer.BadParameter(f"{value} is smaller than the minimum of 1")
+    return value
+
+
+def at_least_zero(value: int) -> int:
+    if value < 0:
+        raise typer.BadParameter(f"{value} is smaller than the minimum of 0 (0: one per core)")
     return value
 
 
@@ -56,6 +72,8 @@ Examples:
   DOCKET_URL=nats://nats:4222 DOCKET_TASKS=myapp.tasks:tasks docket-nats worker
 
   docket-nats worker --until-finished --healthcheck-port 8080 --metrics-port 9090
+
+  docket-nats worker --processes 0 --metrics-port 9090   # one process per core
 """
 
 COMPATIBILITY = "docket compatibility (no effect on NATS)"
@@ -69,6 +87,7 @@ def _duration_option(variable: str, help: str, panel: str | None = None) -> Any:
 
 def worker(
     target: Target,
+    context: typer.Context,
     tasks: Annotated[
         list[str] | None,
         typer.Option(
@@ -87,6 +106,15 @@ def worker(
     concurrency: Annotated[
         int, typer.Option(envvar="DOCKET_WORKER_CONCURRENCY", help="tasks run at once")
     ] = 10,
+    processes: Annotated[
+        int,
+        typer.Option(
+            envvar="DOCKET_WORKER_PROCESSES",
+            callback=at_least_zero,
+            help="worker processes under one supervisor (0: one per core; "
+            "1: this process is the worker)",
+        ),
+    ] = 1,
     redelivery_timeout: Annotated[
         timedelta,
         _duration_option(
@@ -236,7 +264,24 @@ def worker(
         http_host=http_host,
         allow_pickle=allow_pickle,
     )
-    asyncio.run(run_worker(target, settings, options))
+    processes = resolve_processes(processes)
+    if processes == 1:
+        asyncio.run(run_worker(target, settings, options))
+        return
+    if target.url is not None and target.url.startswith(MEMORY_SCHEME):
+        raise CommandError(
+            "--processes: a memory:// docket lives in one process; a pool needs a shared server",
+            fix="give --url nats://HOST:4222, or none for the embedded local server",
+        )
+    pool = PoolSettings(
+        processes=processes,
+        name=name or f"{socket.gethostname()}#{os.getpid()}",
+        arguments=forwarded_arguments(context),
+        until_finished=until_finished,
+        shutdown_grace=shutdown_grace,
+        metrics_directory=multiprocess_directory() or tempfile.mkdtemp(prefix="docket-pool-"),
+    )
+    asyncio.run(run_pool(target, settings, options, pool))
 
 
 @dataclass(frozen=True)
@@ -252,18 +297,39 @@ class Settings:
 
 
 async def run_worker(target: Target, settings: Settings, options: dict[str, Any]) -> None:
+    # In a pool, the worker stops when the supervisor is gone; before it runs,
+    # there is nothing to hand back: the start is cancelled.
+    supervisor = SupervisorWatch.from_environment()
+    running: list[Worker] = []
+    if supervisor is not None:
+        starting = asyncio.current_task()
+        assert starting is not None
+
+        def supervisor_gone() -> None:
+            if running:
+                running[0].stop()
+            else:
+                starting.cancel()
+
+        supervisor.start(supervisor_gone)
+    try:
+        await _run_worker(target, settings, options, running)
+    except asyncio.CancelledError:
+        if supervisor is None or not supervisor.gone:
+            raise
+
+
+async def _run_worker(
+    target: Target, settings: Settings, options: dict[str, Any], running: list[Worker]
+) -> None:
     async with (
         serve_healthcheck(settings.healthcheck_port, settings.http_host),
-        docket_from(
-            target,
-            lasting=True,
-            allow_pickle=settings.allow_pickle,
-            enable_internal_instrumentation=options["enable_internal_instrumentation"],
-        ) as docket,
+        _docket(target, settings, options) as docket,
         serve_metrics(docket, settings.metrics_port, settings.http_host),
     ):
         register_collections(docket, settings.collections)
         async with Worker(docket, **options) as worker:
+            running.append(worker)
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, worker.stop)
@@ -278,3 +344,48 @@ async def run_worker(target: Target, settings: Settings, options: dict[str, Any]
                 await worker.run_until_finished()
             else:
                 await worker.run_forever()
+
+
+def _docket(target: Target, settings: Settings, options: dict[str, Any]) -> Docket:
+    return docket_from(
+        target,
+        lasting=True,
+        allow_pickle=settings.allow_pickle,
+        enable_internal_instrumentation=options["enable_internal_instrumentation"],
+    )
+
+
+async def run_pool(
+    target: Target, settings: Settings, options: dict[str, Any], pool_settings: PoolSettings
+) -> None:
+    """The supervisor of `--processes N`: one healthcheck and one /metrics for
+    the pool (the sum over the children, in prometheus-client's multi-process
+    mode), the children's settings and tasks checked once before any starts."""
+    owned = multiprocess_directory() is None  # else the user's, left as it is
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = pool_settings.metrics_directory
+    killed = 0
+    try:
+        async with (
+            serve_healthcheck(settings.healthcheck_port, settings.http_host),
+            _docket(target, settings, options) as docket,
+            serve_metrics(docket, settings.metrics_port, settings.http_host),
+        ):
+            register_collections(docket, settings.collections)
+            Worker(docket, **options)  # raises what a child would on its settings
+            pool = Pool(pool_settings)
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, pool.stop, signum)
+            logger.info(
+                "running %d worker processes on docket %r", pool_settings.processes, docket.name
+            )
+            killed = await pool.run()
+    finally:
+        if owned:
+            del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+            shutil.rmtree(pool_settings.metrics_directory, ignore_errors=True)
+    if killed:
+        raise CommandError(
+            f"{killed} worker process(es) did not stop within the shutdown grace: killed",
+            status=1,
+        )
