@@ -182,7 +182,6 @@ class Pool:
             stopping.cancel()
             if everyone.done() and not everyone.cancelled():
                 everyone.exception()  # raised above, from its slot
-
             for process in self.children.values():  # only on a failure of our own
                 _send(process, signal.SIGKILL)
             self._lifeline.close()
