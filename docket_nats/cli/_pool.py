@@ -130,14 +130,17 @@ class PoolSettings:
     arguments: list[str]
     until_finished: bool
     shutdown_grace: timedelta
-    metrics_directory: str
 
 
 class Pool:
     """The supervisor of `settings.processes` worker processes."""
 
-    def __init__(self, settings: PoolSettings) -> None:
+    def __init__(self, settings: PoolSettings, metrics_directory: str | None) -> None:
+        """`metrics_directory`: prometheus-client's multi-process directory of the
+        children; None (no --metrics-port) leaves them their plain counters, as its
+        files cost about 55 us of CPU per task (benchmarks/RESULTS.md)."""
         self.settings = settings
+        self.metrics_directory = metrics_directory
         self.children: dict[int, asyncio.subprocess.Process] = {}
         self._stopping = asyncio.Event()
         self._signal = signal.SIGTERM
@@ -200,7 +203,8 @@ class Pool:
             process = await self._start(index)
             status = await process.wait()
             del self.children[index]
-            multiprocess.mark_process_dead(process.pid, self.settings.metrics_directory)  # type: ignore[no-untyped-call]
+            if self.metrics_directory is not None:
+                multiprocess.mark_process_dead(process.pid, self.metrics_directory)  # type: ignore[no-untyped-call]
             if self._stopping.is_set():
                 logger.info("worker process %d exited with status %d", process.pid, status)
                 return
@@ -228,7 +232,7 @@ class Pool:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "docket_nats", "worker", *arguments,
             stdin=asyncio.subprocess.DEVNULL,
-            env=child_environment(os.environ, self.settings.metrics_directory, self._lifeline),
+            env=child_environment(os.environ, self.metrics_directory, self._lifeline),
             pass_fds=(self._lifeline.read_end,),
         )  # fmt: skip
         self.children[index] = process
@@ -239,13 +243,12 @@ class Pool:
 
 
 def child_environment(
-    environment: Mapping[str, str], metrics_directory: str, lifeline: Lifeline
+    environment: Mapping[str, str], metrics_directory: str | None, lifeline: Lifeline
 ) -> dict[str, str]:
-    return {
-        **{key: value for key, value in environment.items() if key not in SUPERVISOR_VARIABLES},
-        "PROMETHEUS_MULTIPROC_DIR": metrics_directory,
-        **lifeline.environment(),
-    }
+    child = {key: value for key, value in environment.items() if key not in SUPERVISOR_VARIABLES}
+    if metrics_directory is not None:
+        child["PROMETHEUS_MULTIPROC_DIR"] = metrics_directory
+    return child | lifeline.environment()
 
 
 def _send(process: asyncio.subprocess.Process, signum: int) -> None:

@@ -10,12 +10,14 @@ NATS pushes work, so there is nothing to tune.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
 import signal
 import socket
 import tempfile
+from collections.abc import Generator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any
@@ -279,7 +281,6 @@ def worker(
         arguments=forwarded_arguments(context),
         until_finished=until_finished,
         shutdown_grace=shutdown_grace,
-        metrics_directory=multiprocess_directory() or tempfile.mkdtemp(prefix="docket-pool-"),
     )
     asyncio.run(run_pool(target, settings, options, pool))
 
@@ -361,31 +362,44 @@ async def run_pool(
     """The supervisor of `--processes N`: one healthcheck and one /metrics for
     the pool (the sum over the children, in prometheus-client's multi-process
     mode), the children's settings and tasks checked once before any starts."""
-    owned = multiprocess_directory() is None  # else the user's, left as it is
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = pool_settings.metrics_directory
     killed = 0
-    try:
-        async with (
-            serve_healthcheck(settings.healthcheck_port, settings.http_host),
-            _docket(target, settings, options) as docket,
-            serve_metrics(docket, settings.metrics_port, settings.http_host),
-        ):
-            register_collections(docket, settings.collections)
-            Worker(docket, **options)  # raises what a child would on its settings
-            pool = Pool(pool_settings)
-            loop = asyncio.get_running_loop()
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(signum, pool.stop, signum)
-            logger.info(
-                "running %d worker processes on docket %r", pool_settings.processes, docket.name
-            )
-            killed = await pool.run()
-    finally:
-        if owned:
-            del os.environ["PROMETHEUS_MULTIPROC_DIR"]
-            shutil.rmtree(pool_settings.metrics_directory, ignore_errors=True)
+    async with (
+        serve_healthcheck(settings.healthcheck_port, settings.http_host),
+        _docket(target, settings, options) as docket,
+    ):
+        register_collections(docket, settings.collections)
+        Worker(docket, **options)  # raises what a child would on its settings
+        with _summed_metrics(settings.metrics_port is not None) as directory:
+            async with serve_metrics(docket, settings.metrics_port, settings.http_host):
+                pool = Pool(pool_settings, directory)
+                loop = asyncio.get_running_loop()
+                for signum in (signal.SIGTERM, signal.SIGINT):
+                    loop.add_signal_handler(signum, pool.stop, signum)
+                logger.info(
+                    "running %d worker processes on docket %r", pool_settings.processes, docket.name
+                )
+                killed = await pool.run()
     if killed:
         raise CommandError(
             f"{killed} worker process(es) did not stop within the shutdown grace: killed",
             status=1,
         )
+
+
+@contextlib.contextmanager
+def _summed_metrics(wanted: bool) -> Generator[str | None]:
+    """The directory of prometheus-client's multi-process mode, for this process
+    (its /metrics serves the sum) and the children: the user's own (from
+    $PROMETHEUS_MULTIPROC_DIR, left alone), else, when `wanted`, a temporary one
+    removed at the end; None when there is none."""
+    directory = multiprocess_directory()
+    if directory is not None or not wanted:
+        yield directory
+        return
+    directory = tempfile.mkdtemp(prefix="docket-pool-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    try:
+        yield directory
+    finally:
+        del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        shutil.rmtree(directory, ignore_errors=True)

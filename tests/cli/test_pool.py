@@ -53,6 +53,11 @@ def command_line(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/cmdline").read_text().split("\0")[:-1]
 
 
+def environment_of(pid: int) -> dict[str, str]:
+    entries = Path(f"/proc/{pid}/environ").read_text().split("\0")[:-1]
+    return dict(entry.split("=", 1) for entry in entries)
+
+
 @dataclass
 class Supervisor:
     process: asyncio.subprocess.Process
@@ -130,6 +135,8 @@ async def test_a_pool_of_two_survives_kill_9_of_a_child(
     async with pool(nats_url, docket.name, tmp_path, "--name", "pool") as supervisor:
         first = await supervisor.children(2)
         assert await heartbeats(docket, 2) == {"pool-0", "pool-1"}
+        for pid in first:  # no --metrics-port: no multi-process metrics to pay for
+            assert "PROMETHEUS_MULTIPROC_DIR" not in environment_of(pid)
         labels = [f"t{i}" for i in range(6)]
         for label in labels:
             await docket.add(hold, key=label)(label, 1.0)
@@ -172,6 +179,8 @@ async def test_sigterm_stops_the_pool_cleanly_and_one_port_serves_the_sum(
             assert words[words.index("--concurrency") + 1] == "1"
             assert words[words.index("--shutdown-grace") + 1] == "1"
             assert "--metrics-port" not in words  # the pool's port is the supervisor's
+            summed = environment_of(pid)["PROMETHEUS_MULTIPROC_DIR"]
+            assert Path(summed).parent == temporary
         # One run slot and one prefetched message each: both take some.
         labels = [f"m{i}" for i in range(8)]
         for label in labels:
