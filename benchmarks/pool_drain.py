@@ -1,6 +1,6 @@
 """Drain of no-op tasks by `docket-nats worker --processes 1` vs `--processes 2`.
 
-    python -m benchmarks.pool_drain [--tasks 40000] [--rounds 2] [--concurrency 10]
+    python -m benchmarks.pool_drain [--tasks 40000] [--rounds 2] [--concurrency 10] [--metrics]
 
 One nats-server on 127.0.0.1 for the whole run. Each round loads `--tasks` no-ops
 on a fresh docket, then runs `python -m docket_nats worker --processes N
@@ -11,7 +11,8 @@ is not counted). CPU seconds over the same span are read from /proc (utime +
 stime) for the worker processes (the supervisor's children, or the one worker),
 the supervisor itself (N=2) and nats-server. Logging is at WARNING so that the
 figures are the pool's, not the log lines' (issue #15 measures those apart).
-Linux only (/proc).
+`--metrics` adds `--metrics-port 0` to both (one process: plain counters; a
+pool: prometheus-client's multi-process mode). Linux only (/proc).
 """
 
 from __future__ import annotations
@@ -111,6 +112,7 @@ async def one_round(
             "--processes", str(processes), "--concurrency", str(arguments.concurrency),
             "--until-finished", "--logging-level", "WARNING",
             "--minimum-check-interval", "0.05",
+            *(["--metrics-port", "0", "--http-host", "127.0.0.1"] if arguments.metrics else []),
             cwd=ROOT, stdin=asyncio.subprocess.DEVNULL,
         )  # fmt: skip
         # Polled: the stream's size is the one measure shared by both settings.
@@ -146,7 +148,8 @@ async def one_round(
 def report(rounds: list[Round], arguments: argparse.Namespace) -> str:
     lines = [
         f"- {arguments.tasks:,} no-op tasks per round, --concurrency {arguments.concurrency}, "
-        f"{arguments.rounds} rounds per setting, alternating",
+        f"{arguments.rounds} rounds per setting, alternating"
+        + (", --metrics-port 0" if arguments.metrics else ", no --metrics-port"),
         "",
         "| round | --processes | tasks/s | seconds | CPU s: workers | supervisor | nats-server "
         "| whole machine | % of 2 cores: workers / nats-server / rest "
@@ -180,6 +183,9 @@ async def main() -> None:
     parser.add_argument("--tasks", type=int, default=40_000)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument(
+        "--metrics", action="store_true", help="serve /metrics (a pool: multi-process mode)"
+    )
     arguments = parser.parse_args()
     with tempfile.TemporaryDirectory() as store:
         server = ServerProcess(free_port(), Path(store))
