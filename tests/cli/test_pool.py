@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -15,6 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from pool_tasks import stall
 from test_metrics import eventually, parse, scrape
 from worker_process import Probe, hold
 
@@ -22,7 +24,7 @@ from docket_nats import Docket, Worker
 from docket_nats._embedded import free_port
 from docket_nats.cli._pool import Backoff, resolve_processes
 
-TESTS = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
 
 
 def children_of(pid: int) -> set[int]:
@@ -90,16 +92,18 @@ async def pool(
     *options: str,
     env: dict[str, str] | None = None,
 ) -> AsyncIterator[Supervisor]:
-    """`docket-nats worker --processes 2` with the probe tasks; at the end, if
+    """`docket-nats worker --processes 2` with `pool_tasks`; at the end, if
     a test left it running, it and its children are killed."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("DOCKET_")}
-    environment["PYTHONPATH"] = os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])
+    environment["PYTHONPATH"] = os.pathsep.join(
+        [str(HERE), str(HERE.parent), os.environ.get("PYTHONPATH", "")]
+    )
     log = tmp_path / "pool.log"
     with log.open("ab") as output:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "docket_nats", "worker",
             "--url", nats_url, "--docket", docket_name,
-            "--tasks", "worker_process:tasks", "--processes", "2",
+            "--tasks", "pool_tasks:tasks", "--processes", "2",
             "--redelivery-timeout", "2", "--shutdown-grace", "1",
             "--logging-format", "plain", "--http-host", "127.0.0.1",
             *options,
@@ -227,12 +231,45 @@ async def test_kill_9_of_the_supervisor_leaves_no_worker_process(
             while [pid for pid in children if alive(pid)]:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
     # The task its process gave back runs again elsewhere, to completion.
-    docket.register_collection("worker_process:tasks")
+    docket.register_collection("pool_tasks:tasks")
     async with Worker(docket, redelivery_timeout=timedelta(seconds=2)) as worker:
         await worker.run_until_finished()
     done = probe.matching("done", "held")
     assert [event.pid for event in done] == [os.getpid()]
     assert started.pid in children
+
+
+async def test_a_child_that_outlasts_the_grace_is_killed_and_the_stop_is_not_clean(
+    docket: Docket, nats_url: str, tmp_path: Path
+) -> None:
+    probe = await Probe.start(docket)
+    async with pool(nats_url, docket.name, tmp_path, "--shutdown-grace", "0.5") as supervisor:
+        children = await supervisor.children(2)
+        await heartbeats(docket, 2)
+        await docket.add(stall, key="stuck")("stuck")
+        stuck = (await probe.wait_event("started", "stuck")).pid
+        supervisor.process.send_signal(signal.SIGTERM)
+        # The grace, then STOP_MARGIN (5 s), then the kill.
+        assert await asyncio.wait_for(supervisor.process.wait(), timeout=15) == 1
+        log = supervisor.log.read_text()
+        assert f"worker process {stuck} did not stop within the grace: killed" in log
+        assert "1 worker process(es) did not stop within the shutdown grace" in log
+        (other,) = children - {stuck}
+        assert f"worker process {other} exited with status 0" in log
+        assert not [pid for pid in children if alive(pid)]
+
+
+async def test_until_finished_pool_exits_once_the_docket_is_empty(
+    docket: Docket, nats_url: str, tmp_path: Path
+) -> None:
+    probe = await Probe.start(docket)
+    for index in range(4):
+        await docket.add(hold, key=f"u{index}")(f"u{index}", 0.1)
+    async with pool(nats_url, docket.name, tmp_path, "--until-finished") as supervisor:
+        assert await asyncio.wait_for(supervisor.process.wait(), timeout=30) == 0
+    for index in range(4):
+        await probe.wait_event("done", f"u{index}")
+    assert len(re.findall(r"worker process \d+ finished", supervisor.log.read_text())) == 2
 
 
 def test_backoff_doubles_to_a_cap_and_starts_over_after_a_healthy_run() -> None:
