@@ -16,6 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from http_probe import http_get
 from pool_tasks import stall
 from test_metrics import eventually, parse, scrape
 from worker_process import Probe, hold
@@ -167,16 +168,22 @@ async def test_sigterm_stops_the_pool_cleanly_and_one_port_serves_the_sum(
     docket: Docket, nats_url: str, tmp_path: Path
 ) -> None:
     probe = await Probe.start(docket)
-    port = free_port()
+    port, health = free_port(), free_port()
     temporary = tmp_path / "tmp"
     temporary.mkdir()
     async with pool(
-        nats_url, docket.name, tmp_path, "--concurrency", "1", "--metrics-port", str(port),
-        # Were the variable passed on, each child would fail on the pool's port.
-        env={"TMPDIR": str(temporary), "DOCKET_WORKER_METRICS_PORT": str(port)},
+        nats_url, docket.name, tmp_path, "--concurrency", "1",
+        "--metrics-port", str(port), "--healthcheck-port", str(health),
+        # Were the variables passed on, each child would fail on the pool's ports.
+        env={
+            "TMPDIR": str(temporary),
+            "DOCKET_WORKER_METRICS_PORT": str(port),
+            "DOCKET_WORKER_HEALTHCHECK_PORT": str(health),
+        },
     ) as supervisor:  # fmt: skip
         children = await supervisor.children(2)
         await heartbeats(docket, 2)
+        assert await http_get(health) == (200, "OK")
         for pid in children:
             words = command_line(pid)
             assert words[words.index("--processes") + 1] == "1"
