@@ -392,9 +392,20 @@ def _payload(data: bytes) -> str:
         envelope = decode_envelope(data)
     except UndecodableMessage:
         return f"({len(data)} bytes that do not decode)"
-    return (
-        f"{envelope.function}(args={_plain(envelope.args)!r}, kwargs={_plain(envelope.kwargs)!r})"
-    )
+    args = ", ".join(_loose(value) for value in envelope.args)
+    kwargs = ", ".join(f"{name}={_loose(value)}" for name, value in envelope.kwargs.items())
+    return f"{envelope.function}({', '.join(part for part in (args, kwargs) if part)})"
+
+
+def _loose(value: Any) -> str:
+    """An argument as plain msgpack reads it, with no task signature to type it
+    (and never unpickled: a pickled value shows as its extension)."""
+    if isinstance(value, msgspec.Raw):
+        try:
+            value = msgspec.msgpack.decode(value)
+        except msgspec.DecodeError:
+            return "(undecodable)"
+    return repr(value)
 
 
 async def dead_letters(request: Request) -> HTMLResponse:

@@ -1,0 +1,10 @@
+"""Tasks the dashboard tests add; the dashboard process registers them (--tasks)."""
+
+from __future__ import annotations
+
+
+async def greet(name: str, punctuation: str = "!") -> str:
+    return f"hello {name}{punctuation}"
+
+
+tasks = [greet]
