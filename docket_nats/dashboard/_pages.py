@@ -274,6 +274,14 @@ def _plain(value: Any) -> Any:
     return msgspec.to_builtins(value, enc_hook=repr)
 
 
+def _call(execution: Execution) -> str:
+    """The call as the worker logs it (only `Logged` arguments shown). The arguments
+    live in the task's message, which is gone once a run was recorded."""
+    if execution.state.value not in ("scheduled", "queued"):
+        return text(f"{execution.function_name}: arguments are not kept once a run starts")
+    return f"<code>{text(execution.call_repr())}</code>"
+
+
 async def one_execution(request: Request) -> HTMLResponse:
     dashboard = dashboard_of(request)
     key = request.query_params.get("key", "")
@@ -287,7 +295,7 @@ async def one_execution(request: Request) -> HTMLResponse:
     facts = [
         ("key", text(execution.key)),
         ("task", text(execution.function_name)),
-        ("call, as logged", f"<code>{text(execution.call_repr())}</code>"),
+        ("call, as logged", _call(execution)),
         ("state", f'<span class="state state-{text(state)}">{text(state)}</span>'),
         ("due", text(execution.when)),
         ("attempt", text(execution.attempt)),
