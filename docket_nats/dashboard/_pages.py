@@ -9,7 +9,6 @@ nothing per request.
 from __future__ import annotations
 
 import itertools
-import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -257,10 +256,10 @@ async def _outcome(execution: Execution) -> str:
     if execution.state.value == "failed":
         record = execution.result_record
         stored = record.exception if record is not None else None
-        details = text(execution.error)
+        details = execution.error or ""
         if stored is not None:
-            details += "\n" + text(json.dumps(_plain(stored), indent=2, default=str))
-        return f'<h2>Error</h2><pre class="error">{details}</pre>'
+            details = f"{stored.type}: {stored.message}\n\n{stored.traceback}"
+        return f'<h2>Error</h2><pre class="error">{text(details)}</pre>'
     if execution.state.value == "completed":
         try:
             result = await execution.get_result(timeout=timedelta(seconds=1))
@@ -268,10 +267,6 @@ async def _outcome(execution: Execution) -> str:
             return f"<h2>Result</h2><pre>{text(f'(not readable here: {error})')}</pre>"
         return f"<h2>Result</h2><pre>{text(repr(result))}</pre>"
     return ""
-
-
-def _plain(value: Any) -> Any:
-    return msgspec.to_builtins(value, enc_hook=repr)
 
 
 def _call(execution: Execution) -> str:

@@ -7,4 +7,8 @@ async def greet(name: str, punctuation: str = "!") -> str:
     return f"hello {name}{punctuation}"
 
 
-tasks = [greet]
+async def refuse(reason: str) -> None:
+    raise ValueError(f"refused: {reason}")
+
+
+tasks = [greet, refuse]

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 from conftest import serving
-from dashboard_tasks import greet
+from dashboard_tasks import greet, refuse
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
@@ -204,3 +204,17 @@ async def test_every_open_page_gets_the_same_live_summary(
                     async with asyncio.timeout(5):
                         while (await anext(page))["counts"]["scheduled"] != 1:
                             pass
+
+
+async def test_a_failed_execution_shows_its_error_and_traceback_escaped(
+    docket: Docket, worker: Worker
+) -> None:
+    docket.register(refuse)
+    await docket.add(refuse, key="refused")("<b>no</b>")
+    await worker.run_until_finished()
+    async with client_of(docket) as client:
+        page = (await client.get("/execution?key=refused")).text
+    assert "ValueError: refused: &lt;b&gt;no&lt;/b&gt;" in page
+    assert "Traceback" in page and "dashboard_tasks.py" in page
+    assert "<b>no</b>" not in page
+    assert "state state-failed" in page
