@@ -22,6 +22,7 @@ from ..cli._common import CommandError
 from ..cli._strikes import conditions_of
 from ..docket import Docket
 from ..execution import Disposition
+from ._security import local_path
 from ._state import dashboard_of, root_of
 
 FORM_LIMIT = 64 * 1024
@@ -131,8 +132,8 @@ ACTIONS: dict[str, Callable[[Docket, dict[str, str]], Awaitable[str]]] = {
 
 def _back(request: Request, form: dict[str, str], message: str) -> str:
     """The page to return to: a path of this app only (never another site)."""
-    wanted = urlsplit(form.get("next", "/"))
-    path = wanted.path if wanted.path.startswith("/") and not wanted.netloc else "/"
+    wanted = urlsplit(local_path(form.get("next", "/")))
+    path = wanted.path
     query = parse_qs(wanted.query)
     query.pop("message", None)
     pairs = [(name, value) for name, values in query.items() for value in values]

@@ -31,7 +31,13 @@ from . import _pages as pages
 from ._actions import form_of, perform
 from ._html import page, text
 from ._live import Live
-from ._security import TOKEN_COOKIE, presented_token, same_origin, token_matches
+from ._security import (
+    TOKEN_COOKIE,
+    local_path,
+    presented_token,
+    same_origin,
+    token_matches,
+)
 from ._state import Dashboard, dashboard_of, root_of
 
 STATIC = Path(__file__).parent / "static"
@@ -166,8 +172,7 @@ async def login(request: Request) -> Response:
             return PlainTextResponse("refused: not from this dashboard", status_code=403)
         form = await form_of(request)
         if token_matches(form.get("token"), dashboard.token):
-            wanted = form.get("next", "/")
-            path = wanted if wanted.startswith("/") and not wanted.startswith("//") else "/"
+            path = local_path(form.get("next", "/"))
             response = RedirectResponse(f"{root}{path}", status_code=303)
             _remember(response, dashboard.token, request)
             return response

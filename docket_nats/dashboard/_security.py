@@ -55,3 +55,11 @@ def same_origin(request: Request) -> bool:
     if not source or not host or source == "null":
         return False
     return urlsplit(source).netloc == host
+
+
+def local_path(wanted: str) -> str:
+    """`wanted` if it is a path on this server, else "/": a `next` field never
+    sends the browser to another site (`//host` and `/\\host` are other sites)."""
+    if not wanted.startswith("/") or wanted[1:2] in ("/", "\\"):
+        return "/"
+    return wanted

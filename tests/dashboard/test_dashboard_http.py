@@ -84,6 +84,11 @@ async def test_the_login_form_sets_the_token_cookie(docket: Docket) -> None:
         )
         assert right.status_code == 303 and right.headers["location"] == "/workers"
         assert (await client.get("/workers")).status_code == 200
+        for elsewhere in ("//evil.test/", "/\\evil.test/", "https://evil.test/"):
+            away = await client.post(
+                "/login", data={"token": "s3cret", "next": elsewhere}, headers=SAME_ORIGIN
+            )
+            assert away.headers["location"] == "/"
 
 
 async def test_read_only_refuses_every_action(docket: Docket) -> None:
