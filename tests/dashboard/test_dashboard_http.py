@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import dashboard_tasks
 import httpx
 from conftest import serving
 from dashboard_tasks import greet, refuse
@@ -223,3 +224,25 @@ async def test_a_failed_execution_shows_its_error_and_traceback_escaped(
     assert "Traceback" in page and "dashboard_tasks.py" in page
     assert "<b>no</b>" not in page
     assert "state state-failed" in page
+
+
+async def test_a_running_execution_shows_its_progress_and_worker(
+    docket: Docket, worker: Worker
+) -> None:
+    dashboard_tasks.reported.clear()
+    dashboard_tasks.release.clear()
+    docket.register(dashboard_tasks.report)
+    await docket.add(dashboard_tasks.report, key="reporting")()
+    running = asyncio.create_task(worker.run_until_finished())
+    try:
+        async with asyncio.timeout(10):
+            await dashboard_tasks.reported.wait()
+        async with client_of(docket) as client:
+            page = (await client.get("/execution?key=reporting")).text
+        assert '<progress max="8" value="3">' in page
+        assert "3 / 8 (38%) 3 &lt;pages&gt; done" in page
+        assert "state state-running" in page
+        assert worker.name in page
+    finally:
+        dashboard_tasks.release.set()
+        await running
