@@ -10,7 +10,8 @@ and `--scheduled` tasks added for the next hour with `add_many`.
 1. Server time: the app in this process (httpx on its ASGI interface, so no
    socket in the figure), its live view loaded; the overview and the first page
    of executions, each timed 30 times after a warm-up (median, p95, max). Also
-   the filtered page (state + task + key prefix: a scan of the index).
+   the filtered page (state + task + key prefix: a scan of the index), and the
+   two listings read from the work stream (scheduled executions, the next hour).
 2. NATS load: `docket-nats dashboard` in its own process, with 1 and then 20
    open event streams (the pages' live feed); the server's in_msgs + out_msgs
    (/varz) per second over `--seconds`, nothing else connected.
@@ -110,6 +111,8 @@ async def render_times(docket: Docket, rounds: int) -> None:
             ("overview", "/"),
             ("executions, first page", "/executions"),
             ("executions, filtered", "/executions?state=failed&function=task_3&prefix=record-01"),
+            ("executions, scheduled", "/executions?state=scheduled"),
+            ("scheduled, next hour", "/scheduled"),
         ):
             await client.get(path)
             samples: list[float] = []

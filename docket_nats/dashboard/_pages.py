@@ -159,10 +159,12 @@ def _filters(state: str, function: str, prefix: str, functions: list[str]) -> st
 
 
 async def _work_listing(
-    dashboard: Dashboard, state: str, function: str, prefix: str
+    dashboard: Dashboard, state: str, function: str, prefix: str, needed: int
 ) -> tuple[list[dict[str, Any]], bool]:  # fmt: skip
-    """Scheduled or queued tasks from the work stream (up to WORK_LISTING_LIMIT)."""
-    snapshot = await dashboard.docket.snapshot(limit=WORK_LISTING_LIMIT)
+    """Scheduled or queued tasks from the work stream, read one message at a time:
+    the `needed` first ones, or up to WORK_LISTING_LIMIT to filter them."""
+    limit = WORK_LISTING_LIMIT if function or prefix else min(needed, WORK_LISTING_LIMIT)
+    snapshot = await dashboard.docket.snapshot(limit=limit)
     rows = [
         {
             "key": execution.key,
@@ -199,9 +201,12 @@ async def executions(request: Request) -> HTMLResponse:
     live = dashboard.live
     cut = False
     if state in ("scheduled", "queued"):
-        listed, cut = await _work_listing(dashboard, state, function, prefix)
-        total = len(listed)
+        listed, cut = await _work_listing(dashboard, state, function, prefix, first + PAGE_SIZE)
         shown = listed[first : first + PAGE_SIZE]
+        total = len(listed)
+        if not (function or prefix):  # the exact count, from the live view
+            total = max(total, live.summary.get("counts", {}).get(state, 0))
+            cut = False
     else:
         matching = live.matching(state or None, function or None, prefix or None)
         shown = [row.document() for row in itertools.islice(matching, first, first + PAGE_SIZE)]

@@ -138,6 +138,9 @@ async def test_executions_are_filtered_and_paged_on_the_server(
     for index in range(5):
         await docket.add(greet, key=f"other-{index}")("x")
     await worker.run_until_finished()
+    later = datetime.now(UTC) + LATER
+    for index in range(55):
+        await docket.add(greet, when=later, key=f"later-{index:02}")("z")
     async with client_of(docket) as client:
         live = client._transport.app.state.dashboard.live  # type: ignore[attr-defined]
         await client.get("/")  # starts the live view
@@ -154,6 +157,12 @@ async def test_executions_are_filtered_and_paged_on_the_server(
         assert "other-4" in (await client.get("/executions?prefix=other-")).text
         assert "page-" not in (await client.get("/executions?prefix=other-")).text
         assert "0 executions" in (await client.get("/executions?state=failed")).text
+        waiting = await client.get("/executions?state=scheduled")
+        assert "55 executions · page 1 of 2" in waiting.text
+        assert waiting.text.count("state state-scheduled") == 50
+        rest = await client.get("/executions?state=scheduled&page=2")
+        assert rest.text.count("state state-scheduled") == 5
+        assert "later-54" in rest.text and "later-00" not in rest.text
 
         one = await client.get("/execution?key=page-07")
         assert "greet: arguments are not kept once a run starts" in one.text
