@@ -20,7 +20,13 @@ from pathlib import Path
 CHECKOUT = Path(__file__).resolve().parent.parent
 PACKAGE = "docket_nats"
 # Files that are not Python modules but must ship inside the package.
-PACKAGE_DATA = ("py.typed", "nats.conf")
+# The dashboard's script and style sheet are served from the package itself.
+PACKAGE_DATA = (
+    "py.typed",
+    "nats.conf",
+    "dashboard/static/dashboard.js",
+    "dashboard/static/dashboard.css",
+)
 ENTRY_POINTS = ("docket-nats = docket_nats.cli:main", "docket_nats = docket_nats.pytest_plugin")
 SDIST_FILES = ("pyproject.toml", "README.md", "nats.conf", f"{PACKAGE}/py.typed")
 

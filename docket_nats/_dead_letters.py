@@ -32,3 +32,21 @@ async def list_dead_letters(docket: DocketContext, limit: int | None = None) -> 
         assert message.seq is not None
         sequence = message.seq + 1
     return letters
+
+
+async def read_dead_letter(docket: DocketContext, key: str) -> DeadLetter | None:
+    """The letter parked under `key` (the newest, if parked more than once)."""
+    try:
+        message = await docket.connection.js.get_last_msg(
+            docket.names.dead_stream, docket.names.dead(key)
+        )
+    except NotFoundError:
+        return None
+    return decode_dead_letter(message.data or b"")
+
+
+async def purge_dead_letters(docket: DocketContext, key: str | None = None) -> int:
+    """Remove the letters of `key` (every letter when None); returns how many."""
+    names = docket.names
+    subject = names.dead_filter if key is None else names.dead(key)
+    return await docket.connection.purge(names.dead_stream, subject)

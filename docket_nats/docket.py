@@ -24,7 +24,7 @@ from . import _settings as settings
 from . import _telemetry as telemetry
 from ._connection import Connection, DeadLetterLimits, DocketURL
 from ._context import DocketContext
-from ._dead_letters import list_dead_letters
+from ._dead_letters import list_dead_letters, purge_dead_letters, read_dead_letter
 from ._groups import (
     OUTCOMES_PARAMETER,
     Group,
@@ -55,10 +55,17 @@ from ._subjects import (
     Names,
 )
 from ._types import ExecutionState
-from ._wire import DeadLetter, task_signature
+from ._wire import DeadLetter, decode_envelope, task_signature
 from ._work_stream import encode, new_task_headers, placement
 from ._worker_registry import WorkerInfo, list_workers
-from .execution import Disposition, Execution, TaskCall, TaskFunction, load_execution
+from .execution import (
+    Disposition,
+    Execution,
+    TaskCall,
+    TaskFunction,
+    from_envelope,
+    load_execution,
+)
 
 logger = logging.getLogger("docket_nats.docket")
 
@@ -519,6 +526,31 @@ class Docket:
     async def dead_letters(self, limit: int | None = None) -> list[DeadLetter]:
         """What workers parked because it can never run, oldest first."""
         return await list_dead_letters(self.context, limit)
+
+    async def retry_dead_letter(self, key: str) -> Execution:
+        """Add the task parked under `key` again, with its original arguments, due
+        now and as its first attempt (add() semantics: a strike or a key already
+        taken refuses it, see `disposition`); its letter is removed once the task
+        is back on the work stream.
+
+        Raises LookupError when no letter has that key, and UnknownTask,
+        ArgumentError or UndecodableMessage when this process cannot rebuild the
+        call (register the task first; bytes that never decoded stay parked).
+        """
+        letter = await read_dead_letter(self.context, key)
+        if letter is None:
+            raise LookupError(f"no dead letter with the key {key!r}")
+        execution = from_envelope(self.context, decode_envelope(letter.data))
+        execution.when = datetime.now(UTC)
+        execution.attempt = 1
+        await self._publish(execution, replace=False, check_strikes=True)
+        if execution.disposition is Disposition.SCHEDULED:
+            await purge_dead_letters(self.context, key)
+        return execution
+
+    async def purge_dead_letters(self, key: str | None = None) -> int:
+        """Remove the dead letters of `key` (all of them when None); returns how many."""
+        return await purge_dead_letters(self.context, key)
 
     # -- internals shared with the worker ----------------------------------------
 

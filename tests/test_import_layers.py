@@ -41,7 +41,8 @@ LAYERS: list[tuple[str, list[str]]] = [
     (
         "interfaces",
         [
-            "cli", "cli.*", "_metrics_exporter", "_log_setup", "pytest_plugin", "__main__",
+            "cli", "cli.*", "dashboard", "dashboard.*",
+            "_metrics_exporter", "_log_setup", "pytest_plugin", "__main__",
             # The packages' own __init__ modules: facades over what is below.
             "", "dependencies", "worker",
         ],

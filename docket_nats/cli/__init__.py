@@ -17,6 +17,9 @@ from . import (
     _clear as clear,
 )
 from . import (
+    _dashboard as dashboard,
+)
+from . import (
     _dead_letters as dead_letters,
 )
 from . import (
@@ -58,6 +61,8 @@ Examples:
   docket-nats watch order-1234
 
   docket-nats workers ls --format json
+
+  docket-nats dashboard --read-only
 """
 
 
@@ -81,6 +86,7 @@ def build_app() -> typer.Typer:
         watch,
         workers,
         clear,
+        dashboard,
         version,
     ):
         module.register(app)

@@ -1,0 +1,161 @@
+"""The dashboard's actions (POST): each one call of the public `Docket` API, so
+the dashboard can do nothing the API cannot.
+
+Forms are URL-encoded and parsed here (Starlette's form parser needs
+python-multipart, one more dependency for five small forms). After an action
+the browser is sent back to the page it came from with a one-line message.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
+
+from .._strike_rules import Operator
+from ..cli._common import CommandError
+from ..cli._strikes import conditions_of
+from ..docket import Docket
+from ..execution import Disposition
+from ._security import local_path
+from ._state import dashboard_of, root_of
+
+FORM_LIMIT = 64 * 1024
+
+
+class Refused(Exception):
+    """An action that cannot be done as asked: the message says why."""
+
+
+async def form_of(request: Request) -> dict[str, str]:
+    body = await request.body()
+    if len(body) > FORM_LIMIT:
+        raise Refused("the form is too large")
+    fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+    return {name: values[-1] for name, values in fields.items()}
+
+
+def _key(form: dict[str, str]) -> str:
+    key = form.get("key", "")
+    if not key:
+        raise Refused("no key given")
+    return key
+
+
+async def cancel(docket: Docket, form: dict[str, str]) -> str:
+    key = _key(form)
+    await docket.cancel(key)
+    return f"cancelled {key}"
+
+
+async def run_now(docket: Docket, form: dict[str, str]) -> str:
+    """Replace a scheduled or queued task with the same call, due now."""
+    key = _key(form)
+    execution = await docket.get_execution(key)
+    if execution is None or execution.state.value not in ("scheduled", "queued"):
+        raise Refused(f"{key} is not waiting to run")
+    if execution.function_name not in docket.tasks:
+        raise Refused(
+            f"the task {execution.function_name!r} is not registered in the dashboard, so its "
+            "arguments cannot be read back: start it with --tasks MODULE:ATTR"
+        )
+    replace = docket.replace(execution.function_name, when=datetime.now(UTC), key=key)
+    await replace(*execution.args, **execution.kwargs)
+    return f"{key} runs now"
+
+
+async def retry_dead_letter(docket: Docket, form: dict[str, str]) -> str:
+    key = _key(form)
+    try:
+        execution = await docket.retry_dead_letter(key)
+    except (LookupError, ValueError) as error:  # unknown task, arguments, bytes
+        raise Refused(f"cannot retry {key}: {error}") from None
+    if execution.disposition is not Disposition.SCHEDULED:
+        raise Refused(f"{key} was not added again ({execution.disposition.value})")
+    return f"{key} added again"
+
+
+async def purge_dead_letters(docket: Docket, form: dict[str, str]) -> str:
+    key = form.get("key") or None
+    removed = await docket.purge_dead_letters(key)
+    return f"purged {removed} dead letter{'' if removed == 1 else 's'}"
+
+
+async def strike(docket: Docket, form: dict[str, str]) -> str:
+    """The CLI's `strike TASK [PARAM OP VALUE]...`, from the form's two fields."""
+    task = form.get("task", "").strip()
+    try:
+        conditions = conditions_of(shlex.split(form.get("conditions", "")))
+    except (CommandError, ValueError) as error:
+        raise Refused(str(error)) from None
+    function = None if task in ("", "*") else task
+    if function is None and not conditions:
+        raise Refused("give a task, or conditions for every task")
+    parameter, operator, value = conditions[0] if conditions else (None, Operator.EQUAL, None)
+    more = {name: (op.value, item) for name, op, item in conditions[1:]}
+    try:
+        await docket.strike(function, parameter, operator, value, **more)
+    except (ValueError, TypeError) as error:
+        raise Refused(str(error)) from None
+    return f"struck {function or '*'}"
+
+
+async def restore(docket: Docket, form: dict[str, str]) -> str:
+    """Lift the rule with this key, with the arguments that made it."""
+    wanted = form.get("rule", "")
+    rule = next((each for each in docket.strike_list.rules() if each.key == wanted), None)
+    if rule is None:
+        raise Refused("no such strike rule (already restored?)")
+    first, *others = rule.conditions or (None,)
+    more: dict[str, Any] = {each.parameter: (each.operator.value, each.value) for each in others}
+    if first is None:
+        await docket.restore(rule.function)
+    else:
+        await docket.restore(rule.function, first.parameter, first.operator, first.value, **more)
+    return f"restored {rule}"
+
+
+ACTIONS: dict[str, Callable[[Docket, dict[str, str]], Awaitable[str]]] = {
+    "cancel": cancel,
+    "run-now": run_now,
+    "retry-dead-letter": retry_dead_letter,
+    "purge-dead-letters": purge_dead_letters,
+    "strike": strike,
+    "restore": restore,
+}
+
+
+def _back(request: Request, form: dict[str, str], message: str) -> str:
+    """The page to return to: a path of this app only (never another site)."""
+    wanted = urlsplit(local_path(form.get("next", "/")))
+    path = wanted.path
+    query = parse_qs(wanted.query)
+    query.pop("message", None)
+    pairs = [(name, value) for name, values in query.items() for value in values]
+    pairs.append(("message", message))
+    return f"{root_of(request)}{path}?{urlencode(pairs)}"
+
+
+async def perform(request: Request) -> Response:
+    """POST /actions/{name} (the security checks ran before, in the app)."""
+    dashboard = dashboard_of(request)
+    name = request.path_params["name"]
+    handler = ACTIONS.get(name)
+    if handler is None:
+        return PlainTextResponse(f"no action {name!r}", status_code=404)
+    form: dict[str, str] = {}
+    refused = False
+    try:
+        form = await form_of(request)
+        message = await handler(dashboard.docket, form)
+    except Refused as error:
+        message, refused = str(error), True
+    if "text/html" not in request.headers.get("accept", ""):
+        # A script or a test, not a browser's form: the outcome as plain text.
+        return PlainTextResponse(message, status_code=409 if refused else 200)
+    return RedirectResponse(_back(request, form, message), status_code=303)
