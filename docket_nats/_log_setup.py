@@ -31,7 +31,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
 from typing import Any, Literal, TextIO, cast, get_args
 
@@ -267,6 +267,8 @@ class _Formatter(structlog.stdlib.ProcessorFormatter):
             self._direct = self._json_line
         # levelname -> (the `level` field, the plain line's level), as the chain has them.
         self._levels: dict[str, tuple[str, str]] = {}
+        self._run_levels: dict[int, tuple[str, str]] = {}  # the same by level number
+        self._plain = format == "plain"
 
     def format(self, record: logging.LogRecord) -> str:
         if hasattr(record, "_logger"):  # an event from a structlog logger
@@ -326,6 +328,32 @@ class _Formatter(structlog.stdlib.ProcessorFormatter):
         event_dict["timestamp"] = self._clock.text(record.created)
         return _encode_json(_add_run_context(None, "", event_dict))
 
+    def run_line(
+        self,
+        name: str,
+        level: int,
+        message: str,
+        created: float,
+        fields: Callable[[], Mapping[str, Any]],
+    ) -> str | None:
+        """The text `format` renders for a worker's run line (`_run_log`) that has
+        no traceback, built without its record: None when this formatter needs
+        the record (rich, or structlog context variables bound)."""
+        if self._direct is None or _structlog_context_bound():
+            return None
+        levels = self._run_levels.get(level)
+        if levels is None:
+            levels = self._run_levels[level] = self._level(logging.getLevelName(level))
+        if self._plain:
+            return f"{self._clock.text(created)} {levels[1]} {name}: {message}"
+        # As `_json_line`: the event, the record's context fields in its order,
+        # then level, logger and timestamp (the run's context is already there).
+        event_dict: EventDict = {"event": message, **fields()}
+        event_dict["level"] = levels[0]
+        event_dict["logger"] = name
+        event_dict["timestamp"] = self._clock.text(created)
+        return _encode_json(event_dict)
+
     def _through_chain(self, record: logging.LogRecord) -> str:
         event_dict: EventDict = {
             "event": record.getMessage(),
@@ -377,7 +405,36 @@ class _Handler(logging.StreamHandler[TextIO]):
         except Exception:
             self.handleError(record)
             return
-        if record.levelno >= logging.WARNING:
+        self._flush_for(record.levelno)
+
+    def write_run_line(
+        self,
+        name: str,
+        level: int,
+        message: str,
+        created: float,
+        fields: Callable[[], Mapping[str, Any]],
+    ) -> bool:
+        """`_run_log.RunLineWriter`: a run line written without a LogRecord, as
+        `emit` would write it (False: build the record instead)."""
+        formatter = self.formatter
+        if not isinstance(formatter, _Formatter):
+            return False
+        line = formatter.run_line(name, level, message, created, fields)
+        if line is None:
+            return False
+        with self.lock:  # type: ignore[union-attr]  # made by Handler.__init__
+            try:
+                self.stream.write(line + self.terminator)
+                self._flush_for(level)
+            except RecursionError:
+                raise
+            except Exception:
+                return False  # the record's way reports it (handleError)
+        return True
+
+    def _flush_for(self, level: int) -> None:
+        if level >= logging.WARNING:
             self.flush()
             return
         pending = self._flush_on

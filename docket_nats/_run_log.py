@@ -16,7 +16,12 @@ structured output (JSON) shows them as fields, and stdlib handlers can filter
 on them.
 
 Nothing is built when the worker's logger is not enabled for the line's level,
-so a worker at WARNING pays one level check per line.
+so a worker at WARNING pays one level check per line. And no LogRecord is built
+when nobody would see one: if the only handler a line would reach is the one
+`_log_setup.configure` installs (the CLI's; no caplog, no other handler, no
+filter, the stock record factory), that handler writes the line's text directly
+(`RunLineWriter`), the same text its formatter renders from the record. Any
+other handler gets the full record, as before.
 """
 
 from __future__ import annotations
@@ -26,9 +31,10 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from .annotations import call_repr
 from .dependencies._base import current_worker_context, format_duration
@@ -72,21 +78,91 @@ def task_fields(execution: Execution, worker_name: str | None = None) -> dict[st
 
 class _Run:
     """What a run's lines share, worked out for its start line and reused for the
-    others: the call text, the context, and the attributes every record of it
-    starts from (this thread's template plus the context)."""
+    others: the call text and, when a line needs them, the context and the
+    attributes every record of it starts from (this thread's template plus the
+    context)."""
 
-    __slots__ = ("attributes", "call", "context", "execution", "thread")
+    __slots__ = ("_attributes", "_context", "call", "execution", "thread", "worker_name")
 
     def __init__(self, execution: Execution, worker_name: str | None, thread: int) -> None:
         self.execution = execution
         self.thread = thread
         self.call = call_repr(execution)
-        self.context = task_fields(execution, worker_name)
-        template = _templates.get(thread)
-        if template is None:
-            made = logging.LogRecord(logger.name, logging.INFO, __file__, 0, "", (), None, "run")
-            template = _templates[thread] = made.__dict__
-        self.attributes = {**template, **self.context}
+        if worker_name is None:  # now: the line may be written from elsewhere
+            worker = current_worker_context.get(None)
+            worker_name = worker.name if worker is not None else None
+        self.worker_name = worker_name
+        self._context: dict[str, Any] | None = None
+        self._attributes: dict[str, Any] | None = None
+
+    @property
+    def context(self) -> dict[str, Any]:
+        context = self._context
+        if context is None:
+            context = self._context = task_fields(self.execution, self.worker_name)
+        return context
+
+    @property
+    def attributes(self) -> dict[str, Any]:
+        attributes = self._attributes
+        if attributes is None:
+            template = _templates.get(self.thread)
+            if template is None:
+                made = logging.LogRecord(
+                    logger.name, logging.INFO, __file__, 0, "", (), None, "run"
+                )
+                template = _templates[self.thread] = made.__dict__
+            attributes = self._attributes = {**template, **self.context}
+        return attributes
+
+
+class RunLineWriter(Protocol):
+    """A handler that can write a run line without a LogRecord (`_log_setup`'s).
+
+    `fields()` gives what the record would carry beyond the stdlib's (asked
+    only by a format that shows them): the run's context, then the line's own
+    (`punctuality`, or `outcome` and `duration`), in that order. False: it
+    cannot (a formatter of another kind, structlog context bound, ...), and
+    the line goes the record's way.
+    """
+
+    def write_run_line(
+        self,
+        name: str,
+        level: int,
+        message: str,
+        created: float,
+        fields: Callable[[], Mapping[str, Any]],
+    ) -> bool: ...
+
+
+def _direct_writer(level: int) -> RunLineWriter | None:
+    """The one handler a line of `level` would reach, if it writes run lines
+    directly; None when a record is needed (any other handler, a filter, an
+    application's record factory or Logger class). What `Logger.handle` and
+    `callHandlers` would do, minus building the record."""
+    if (
+        logger.filters
+        or logger.disabled
+        or not _stock_handle
+        or logging.getLogRecordFactory() is not logging.LogRecord
+    ):
+        return None
+    found: logging.Handler | None = None
+    current: logging.Logger | None = logger
+    while current is not None:
+        for handler in current.handlers:
+            if found is not None:
+                return None
+            found = handler
+        if not current.propagate:
+            break
+        current = current.parent
+    if found is None or level < found.level or found.filters:
+        return None
+    if not hasattr(found, "write_run_line"):
+        return None
+    return cast(RunLineWriter, found)
 
 
 # The run this asyncio task is running (each run is its own task).
@@ -181,6 +257,17 @@ def log_start(execution: Execution, worker_name: str | None = None) -> None:
     run = _run(execution, worker_name)
     mark = "↬" if execution.attempt > 1 else "↪"
     late = _took(punctuality if punctuality > 0.0 else 0.0)
+    writer = _direct_writer(logging.INFO)
+    if writer is not None:
+        text = f"{mark} [{late}] {run.call}"
+        if writer.write_run_line(
+            logger.name,
+            logging.INFO,
+            text,
+            now,
+            lambda: {**run.context, "punctuality": punctuality},
+        ):
+            return
     record = _record(run, logging.INFO, "%s [%s] %s", (mark, late, run.call), now)
     record.__dict__["punctuality"] = punctuality
     _handle(record)
@@ -235,11 +322,27 @@ def _log_outcome(
     else:
         suffix = f" ({outcome}: {detail})" if detail else f" ({outcome})"
     now = time.time()
-    if duration is None:
+    seconds: float | None = None
+    if duration is not None:
+        seconds = duration.total_seconds() if isinstance(duration, timedelta) else duration
+    writer = _direct_writer(level) if exc_info is None else None
+    if writer is not None:
+        if seconds is None:
+            text = f"{mark} {run.call}{suffix}"
+        else:
+            text = f"{mark} [{_took(seconds)}] {run.call}{suffix}"
+
+        def fields() -> dict[str, Any]:
+            if seconds is None:
+                return {**run.context, "outcome": outcome}
+            return {**run.context, "outcome": outcome, "duration": seconds}
+
+        if writer.write_run_line(logger.name, level, text, now, fields):
+            return
+    if seconds is None:
         record = _record(run, level, "%s %s%s", (mark, run.call, suffix), now, exc_info)
         record.__dict__["outcome"] = outcome
     else:
-        seconds = duration.total_seconds() if isinstance(duration, timedelta) else duration
         took = _took(seconds)
         record = _record(run, level, "%s [%s] %s%s", (mark, took, run.call, suffix), now, exc_info)
         attributes = record.__dict__

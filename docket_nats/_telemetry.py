@@ -62,6 +62,18 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 else:
     _importable = True
     _tracer = trace.get_tracer("docket_nats")
+    _default_tracer = _tracer
+    # The providers OpenTelemetry hands out while no SDK is set (looked up by
+    # name: the API does not export them).
+    _NO_SDK: tuple[type, ...] = tuple(
+        getattr(trace, name)
+        for name in ("ProxyTracerProvider", "NoOpTracerProvider")
+        if isinstance(getattr(trace, name, None), type)
+    )
+
+    def _nothing_records() -> bool:
+        """No tracer provider is set: every span would be a non-recording one."""
+        return _tracer is _default_tracer and isinstance(trace.get_tracer_provider(), _NO_SDK)
 
     @contextmanager
     def _recording_add(
@@ -95,6 +107,10 @@ else:
         call: Awaitable[tuple[TaskOutcome, bool]],
     ) -> tuple[TaskOutcome, bool]:
         """Await `call` (the task's run) inside its span, linked to the add span."""
+        if _nothing_records():
+            # The span would not record: skip reading the add's context from the
+            # headers and starting it (~8% of a no-op run's CPU, measured).
+            return await call
         message = execution.message
         headers: dict[str, str] = (message.headers if message is not None else None) or {}
         origin = trace.get_current_span(propagate.extract(headers)).get_span_context()

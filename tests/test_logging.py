@@ -4,6 +4,7 @@ secrets kept out, and the built-in tasks through the CLI."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
@@ -19,7 +20,7 @@ from typing import Annotated, Any, cast
 import pytest
 import structlog
 
-from docket_nats import Docket, Execution, Logged, Retry, TaskLogger, Worker
+from docket_nats import Docket, Execution, Logged, Retry, TaskLogger, Worker, _run_log
 from docket_nats._log_setup import configure as configure_logging
 from docket_nats._log_setup import formatter
 from docket_nats._run_log import _took, log_outcome
@@ -750,3 +751,117 @@ async def test_run_lines_are_complete_log_records(
     assert made.trace_id == "t-1"  # type: ignore[attr-defined]
     assert made.getMessage() == fast.getMessage()
     assert getattr(made, "docket.key") == "k3"
+
+
+@contextlib.contextmanager
+def sole_handler(format: str) -> Iterator[io.StringIO]:
+    """configure()'s handler as the only one a worker line reaches, as in the CLI.
+    pytest's handlers sit on the root (and on loggers that did not propagate when
+    the test began), so it goes on `docket_nats`, which stops propagating."""
+    stream = io.StringIO()
+    root, package = logging.getLogger(), logging.getLogger("docket_nats")
+    level = root.level
+    handler = configure_logging(format, "INFO", stream=stream)  # type: ignore[arg-type]
+    root.removeHandler(handler)
+    package.addHandler(handler)
+    package.propagate = False
+    try:
+        yield stream
+    finally:
+        package.removeHandler(handler)
+        package.propagate = True
+        root.setLevel(level)
+
+
+def _run_lines(execution: Execution) -> None:
+    """One line of each shape: start, success, an outcome with detail, one without a duration."""
+    _run_log.log_start(execution, "w-1")
+    log_outcome(execution, "success", 0.5, worker_name="w-1")
+    log_outcome(execution, "retry scheduled", 0.25, detail="in 1s", worker_name="w-1")
+    log_outcome(execution, "struck", worker_name="w-1")
+
+
+@pytest.mark.parametrize("format", ["plain", "json"])
+def test_run_lines_without_records_read_as_the_records_render(format: str) -> None:
+    """With no other handler, run lines are written without a LogRecord; the text
+    is what the same handler renders from the record (times aside)."""
+    fake_docket = cast(Docket, SimpleNamespace(context=SimpleNamespace(name="d")))
+    later = datetime.now(UTC).replace(year=datetime.now(UTC).year + 1)  # not late: [0ms]
+    execution = Execution(fake_docket, process_payment, ("1", SECRET, 9.5), {}, "k", later, 1)
+    handed: list[logging.LogRecord] = []
+    call_handlers = logging.Logger.callHandlers
+
+    def counting(self: logging.Logger, record: logging.LogRecord) -> None:
+        handed.append(record)
+        call_handlers(self, record)
+
+    with sole_handler(format) as stream, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(logging.Logger, "callHandlers", counting)
+        _run_lines(execution)
+        assert handed == []  # no record was made for a handler
+        patch.undo()
+        direct = stream.getvalue().splitlines()
+        stream.seek(0)
+        stream.truncate()
+        # A second handler needs the records: the same lines go the record's way.
+        records: list[logging.LogRecord] = []
+        other = logging.Handler()
+        other.emit = records.append  # type: ignore[method-assign]
+        logging.getLogger("docket_nats").addHandler(other)
+        try:
+            _run_lines(execution)
+        finally:
+            logging.getLogger("docket_nats").removeHandler(other)
+        rendered = stream.getvalue().splitlines()
+    assert len(records) == len(direct) == len(rendered) == 4
+    assert SECRET not in "".join(direct)
+    if format == "plain":
+        # `2026-...Z LEVEL docket_nats.worker: message`: the same but for the time.
+        assert [line.split(" ", 1)[1] for line in direct] == [
+            line.split(" ", 1)[1] for line in rendered
+        ]
+        assert direct[0].split(" ", 1)[1] == (
+            "INFO docket_nats.worker: ↪ [     0ms] process_payment('1', ..., 9.5){k}"
+        )
+        assert direct[3].split(" ", 2)[1] == "WARNING"
+        return
+    ours, theirs = [json.loads(line) for line in direct], [json.loads(line) for line in rendered]
+    for mine, reference in zip(ours, theirs, strict=True):
+        assert list(mine) == list(reference)  # the same fields in the same order
+        for field in ("timestamp", "punctuality"):
+            mine.pop(field, None)
+            reference.pop(field, None)
+        assert mine == reference
+    assert ours[0]["docket.worker"] == "w-1" and ours[1]["outcome"] == "success"
+    assert ours[2]["duration"] == 0.25 and ours[3]["level"] == "warning"
+
+
+def test_run_lines_take_the_records_way_when_something_needs_it() -> None:
+    """An application's record factory and structlog context still reach the output."""
+    fake_docket = cast(Docket, SimpleNamespace(context=SimpleNamespace(name="d")))
+    execution = Execution(
+        fake_docket, process_payment, ("1", SECRET, 9.5), {}, "k", datetime.now(UTC), 1
+    )
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        record.trace_id = "t-1"  # type: ignore[attr-defined]
+        return record
+
+    with sole_handler("json") as stream:
+        logging.setLogRecordFactory(factory)
+        try:
+            log_outcome(execution, "success", 0.5)
+        finally:
+            logging.setLogRecordFactory(previous)
+        structlog.contextvars.bind_contextvars(request_id="r-9")
+        try:
+            log_outcome(execution, "success", 0.5)
+        finally:
+            structlog.contextvars.clear_contextvars()
+        log_outcome(execution, "success", 0.5)  # and without either, directly again
+    traced, bound, plain = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert traced["trace_id"] == "t-1" and "request_id" not in traced
+    assert bound["request_id"] == "r-9" and bound["outcome"] == "success"
+    assert "trace_id" not in plain and "request_id" not in plain

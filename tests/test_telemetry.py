@@ -7,6 +7,8 @@ The SDK provider is patched into docket_nats._telemetry for one test at a time
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -132,3 +134,45 @@ async def test_without_a_span_no_trace_header_is_sent(docket: Docket) -> None:
         docket.names.stream, docket.names.run(execution.key)
     )
     assert "traceparent" not in (message.headers or {})
+
+
+def test_a_provider_set_globally_still_gets_run_spans() -> None:
+    """Without a provider the run span is skipped outright (nothing could record
+    it); a provider set later (the usual `set_tracer_provider` at start-up, here
+    in a process of its own: it is global and set once) gets its spans."""
+    script = """
+import asyncio
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from docket_nats import _telemetry as telemetry
+from docket_nats._types import TaskOutcome
+
+execution = SimpleNamespace(
+    message=None, function_name="greet", key="k", when=datetime.now(UTC), attempt=1
+)
+docket = SimpleNamespace(name="d")
+
+async def run():
+    return TaskOutcome(duration=None), False
+
+async def main():
+    before = telemetry._nothing_records()
+    await telemetry.executing(docket, execution, run())
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    await telemetry.executing(docket, execution, run())
+    print(before, telemetry._nothing_records(), [s.name for s in exporter.get_finished_spans()])
+
+asyncio.run(main())
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "False", "['greet']"]
