@@ -212,6 +212,17 @@ class Connection:
             raise RuntimeError(f"could not purge {subject_filter}: {reply['error']}")
         return int(reply.get("purged", 0))
 
+    def standalone_options(self) -> dict[str, Any]:
+        """`nats.connect` arguments for a second, independent connection to the
+        same servers (another thread's event loop): the caller's connect
+        options without the callbacks, which belong to this connection's loop."""
+        options = {
+            name: value
+            for name, value in self.options.items()
+            if name not in _OWN_OPTIONS and not name.endswith("_cb")
+        }
+        return {"servers": list(self.resolved), **options}
+
     def on_reconnect(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call `listener` after every reconnection; returns a function that unsubscribes."""
         self._reconnect_listeners.append(listener)

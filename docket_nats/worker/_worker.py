@@ -49,6 +49,7 @@ from ._fencing import Fence
 from ._heartbeat import HeartbeatSender
 from ._leases import LeaseKeeper, announce_ack_wait
 from ._lifecycle import worker_lifecycles
+from ._lifeline import Lifeline
 from ._loop_watch import LoopWatch
 from ._puller import Puller
 from ._slots import Slots
@@ -273,11 +274,10 @@ class Worker:
         self._supervisor.start(
             Fence(contact, held, lambda: lease_keeper.ack_wait, self._fence, puller.resume)
         )
-        self._supervisor.start(
-            LoopWatch(
-                self.docket.name, self.name, lambda: lease_keeper.ack_wait, executor.running_tasks
-            )
+        lifeline = Lifeline(
+            self.name, contact, lambda: lease_keeper.ack_wait, held, connection.standalone_options
         )
+        self._supervisor.start(LoopWatch(self.docket.name, lifeline, executor.running_tasks))
         self._supervisor.start(CancelListener(connection.nc, self.docket.names, self._cancel))
         if self.schedule_automatic_tasks:
             self._supervisor.start(AutomaticTasks(self.docket, automatic.RESEED_INTERVAL))
