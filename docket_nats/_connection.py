@@ -157,6 +157,9 @@ class Connection:
     client: Client | None = None
     resolved: list[str] = field(default_factory=list[str])
     _reconnect_listeners: list[Callable[[], None]] = field(default_factory=list[Callable[[], None]])
+    _disconnect_listeners: list[Callable[[], Awaitable[None]]] = field(
+        default_factory=list[Callable[[], Awaitable[None]]]
+    )
     _local: bool = False
     # One JetStream context: publish_async keeps its pending futures on it.
     _js: JetStreamContext | None = None
@@ -228,6 +231,13 @@ class Connection:
         self._reconnect_listeners.append(listener)
         return lambda: self._reconnect_listeners.remove(listener)
 
+    def on_disconnect(self, listener: Callable[[], Awaitable[None]]) -> Callable[[], None]:
+        """Await `listener` when the connection breaks, before nats-py reconnects
+        (and subscribes again what is still subscribed); returns a function that
+        unsubscribes."""
+        self._disconnect_listeners.append(listener)
+        return lambda: self._disconnect_listeners.remove(listener)
+
     async def open(self, client_name: str) -> None:
         await self._resolve_servers()
         errors: list[Exception] = []
@@ -291,6 +301,11 @@ class Connection:
         async def disconnected() -> None:
             if self.client is not None:  # not our own close()
                 logger.warning("disconnected from NATS; reconnecting")
+                for listener in list(self._disconnect_listeners):
+                    try:
+                        await listener()
+                    except Exception:  # never in the way of the reconnection
+                        logger.exception("a disconnect listener failed")
             if "disconnected_cb" in theirs:
                 await theirs["disconnected_cb"]()
 

@@ -253,7 +253,14 @@ class Worker:
             refuse=hand_back,
         )
         self._executor, self._puller = executor, puller
-        self._forget_reconnect = connection.on_reconnect(puller.connection_reset)
+        forget_reconnect = connection.on_reconnect(puller.connection_reset)
+        forget_disconnect = connection.on_disconnect(puller.connection_lost)
+
+        def forget_connection_events() -> None:
+            forget_reconnect()
+            forget_disconnect()
+
+        self._forget_reconnect = forget_connection_events
         self._early_hold = early_hold
         self._supervisor.start(executor)
         self._supervisor.start(early_hold)
