@@ -102,12 +102,12 @@ class QueueBound:
     async def confirm(self, size: int) -> None:
         """A task the estimate refused: read the stream again (unless the last
         read is fresh) and count it in, or raise QueueFull."""
-        if self._reading is not None:
-            await asyncio.shield(self._reading)
+        # One read at most (READ_TIMEOUT): the one under way, else a new one
+        # unless the last is fresh. A refusal comes within the second.
         loop = asyncio.get_running_loop()
-        if loop.time() - self._read_began > REFRESH_INTERVAL:
-            if self._reading is None:  # (another refused add may have begun one)
-                self._reading = loop.create_task(self._read(loop.time()))
+        if self._reading is None and loop.time() - self._read_began > REFRESH_INTERVAL:
+            self._reading = loop.create_task(self._read(loop.time()))
+        if self._reading is not None:
             await asyncio.shield(self._reading)
         messages = self._messages + self._adds
         if messages >= self.limits.max_queued_tasks:
