@@ -24,9 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from deploy.local_cluster import Cluster, wait_for_jetstream
 from docket_nats import Docket, Worker
 from docket_nats._embedded import ServerProcess, free_port
-from tests.cluster import Cluster, wait_for_jetstream
 
 started: dict[int, float] = {}
 # Set when `len(started)` reaches `wanted[0]`.

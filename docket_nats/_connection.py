@@ -157,6 +157,9 @@ class Connection:
     client: Client | None = None
     resolved: list[str] = field(default_factory=list[str])
     _reconnect_listeners: list[Callable[[], None]] = field(default_factory=list[Callable[[], None]])
+    _disconnect_listeners: list[Callable[[], Awaitable[None]]] = field(
+        default_factory=list[Callable[[], Awaitable[None]]]
+    )
     _local: bool = False
     # One JetStream context: publish_async keeps its pending futures on it.
     _js: JetStreamContext | None = None
@@ -212,10 +215,28 @@ class Connection:
             raise RuntimeError(f"could not purge {subject_filter}: {reply['error']}")
         return int(reply.get("purged", 0))
 
+    def standalone_options(self) -> dict[str, Any]:
+        """`nats.connect` arguments for a second, independent connection to the
+        same servers (another thread's event loop): the caller's connect
+        options without the callbacks, which belong to this connection's loop."""
+        options = {
+            name: value
+            for name, value in self.options.items()
+            if name not in _OWN_OPTIONS and not name.endswith("_cb")
+        }
+        return {"servers": list(self.resolved), **options}
+
     def on_reconnect(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call `listener` after every reconnection; returns a function that unsubscribes."""
         self._reconnect_listeners.append(listener)
         return lambda: self._reconnect_listeners.remove(listener)
+
+    def on_disconnect(self, listener: Callable[[], Awaitable[None]]) -> Callable[[], None]:
+        """Await `listener` when the connection breaks, before nats-py reconnects
+        (and subscribes again what is still subscribed); returns a function that
+        unsubscribes."""
+        self._disconnect_listeners.append(listener)
+        return lambda: self._disconnect_listeners.remove(listener)
 
     async def open(self, client_name: str) -> None:
         await self._resolve_servers()
@@ -280,6 +301,11 @@ class Connection:
         async def disconnected() -> None:
             if self.client is not None:  # not our own close()
                 logger.warning("disconnected from NATS; reconnecting")
+                for listener in list(self._disconnect_listeners):
+                    try:
+                        await listener()
+                    except Exception:  # never in the way of the reconnection
+                        logger.exception("a disconnect listener failed")
             if "disconnected_cb" in theirs:
                 await theirs["disconnected_cb"]()
 

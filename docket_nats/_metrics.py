@@ -89,6 +89,12 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
         "How many tasks did not stop when their worker fenced itself (may overlap a copy)",
         TASK,
     ),
+    # Counted by a worker whose event loop was blocked (worker/_loop_watch.py).
+    "docket_tasks_blocked_loop": (
+        "How many running tasks were on a worker whose event loop was blocked past "
+        "their leases (may have overlapped a redelivered copy)",
+        TASK,
+    ),
 }
 BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0)
 HISTOGRAMS = {

@@ -45,6 +45,7 @@ from ._groups import (
 from ._keys import new_key
 from ._metrics import docket_labels, task_labels
 from ._metrics import registry as metrics
+from ._queue_bound import QueueBound, QueueLimits
 from ._snapshot import DocketSnapshot, clear, take_snapshot
 from ._state_records import ensure_bucket as ensure_execution_bucket
 from ._state_records import queued_or_scheduled, record_cancelled
@@ -103,6 +104,11 @@ class Docket:
             (default 100,000 letters and 7 days; bytes unbounded unless given, as
             JetStream reserves a byte bound up front); when one is reached the
             oldest dead letter is dropped, never a task.
+        max_queued_tasks, max_queued_bytes: The work stream's admission limit
+            (scheduled and queued tasks, running ones until acked; default
+            10,000,000 tasks and 8 GiB): `add()` raises `QueueFull`, naming the
+            limit, when the stream is at it. Counted by each producer from the
+            stream's size read at most every 250 ms plus its own adds since.
     """
 
     def __init__(
@@ -119,6 +125,8 @@ class Docket:
         connect_options: Mapping[str, Any] | None = None,
         max_dead_letters: int = DeadLetterLimits.max_dead_letters,
         max_dead_letter_bytes: int | None = DeadLetterLimits.max_dead_letter_bytes,
+        max_queued_tasks: int = QueueLimits.max_queued_tasks,
+        max_queued_bytes: int = QueueLimits.max_queued_bytes,
     ) -> None:
         self.names = Names(name)  # a name NATS cannot take fails here
         settings.nats_url(url)
@@ -126,6 +134,8 @@ class Docket:
         settings.at_least_one("missed_heartbeats", missed_heartbeats)
         settings.non_negative_duration("execution_ttl", execution_ttl)  # 0: keep nothing
         settings.at_least_one("replicas", replicas)
+        settings.at_least_one("max_queued_tasks", max_queued_tasks)
+        settings.at_least_one("max_queued_bytes", max_queued_bytes)
         self.name = name
         self.url = url
         self.heartbeat_interval = heartbeat_interval
@@ -136,6 +146,9 @@ class Docket:
         self.allow_pickle = allow_pickle
         self.connection = Connection(url, dict(connect_options or {}))
         self.dead_letter_limits = DeadLetterLimits(max_dead_letters, max_dead_letter_bytes)
+        self.queue_bound = QueueBound(
+            self.connection, self.names.stream, QueueLimits(max_queued_tasks, max_queued_bytes)
+        )
         self.strike_list = StrikeList(self.names, replicas)
         self.tasks: dict[str, TaskFunction] = {}
         # What the layers below need of this docket (state, results, executions).
@@ -164,6 +177,7 @@ class Docket:
         except BaseException:
             await self.connection.close()
             raise
+        await self.queue_bound.start()
         return self
 
     async def __aexit__(
@@ -172,6 +186,7 @@ class Docket:
         exc_value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
+        await self.queue_bound.stop()
         await self.strike_list.stop()
         await self.connection.close()
 
@@ -610,6 +625,9 @@ class Docket:
         if check_strikes and self._refused(execution):
             return execution
         data = encode(execution)
+        # The admission limit (QueueFull); no I/O unless the stream looks full.
+        if not self.queue_bound.admit(len(data)):
+            await self.queue_bound.confirm(len(data))
         subject, headers = placement(self.names, execution.key, execution.when)
         new_task_headers(self.names, execution.key, headers)
         if extra_headers:

@@ -1,6 +1,6 @@
 """A docket on a three-node JetStream cluster (R3) survives losing a node.
 
-Real nats-server processes on 127.0.0.1 (tests/cluster.py). The hard case is
+Real nats-server processes on 127.0.0.1 (deploy/local_cluster.py). The hard case is
 SIGKILL of the work stream's leader while tasks are being added and drained: the
 stream is unwritable until a new leader is elected (~4 s), publishes in flight
 get no ack, acks of running tasks are lost. Producers ride it out on the
@@ -26,9 +26,9 @@ import nats
 import pytest
 from nats.js.errors import APIError
 
+from deploy.local_cluster import Cluster, stream_leader, wait_for_jetstream
 from docket_nats import CurrentWorker, Docket, Worker
 from docket_nats._embedded import nats_server_binary
-from tests.cluster import Cluster, stream_leader, wait_for_jetstream
 
 TASKS = 5_000
 CHUNK = 100

@@ -32,6 +32,7 @@ LAYERS: list[tuple[str, list[str]]] = [
         [
             "_strike_list", "_worker_registry", "_dead_letters", "_context",
             "_state_records", "_running_writes", "_execution_progress", "_state_queries",
+            "_queue_bound",
         ],
     ),
     ("execution", ["execution", "_work_stream", "_telemetry", "_snapshot", "_groups"]),

@@ -1,4 +1,4 @@
-"""The fault tests' loopback proxy (tests/tcp_proxy.py) does what it says."""
+"""The fault tests' loopback proxy (deploy/tcp_proxy.py) does what it says."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
+from deploy.tcp_proxy import tcp_proxy
 from docket_nats._embedded import ServerProcess
-from tests.tcp_proxy import tcp_proxy
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -46,6 +47,17 @@ async def hold(label: str, seconds: float, docket: Docket = CurrentDocket()) -> 
     """A task that takes `seconds`, reporting when it starts and ends."""
     await report(docket, "started", label)
     await asyncio.sleep(seconds)
+    await report(docket, "done", label)
+
+
+async def block(label: str, seconds: float, blocker: int, docket: Docket = CurrentDocket()) -> None:
+    """A task that blocks its event loop for `seconds` (no await), in process
+    `blocker` only; anywhere else it is quick. Then one await, where a
+    cancellation (a fence) would land, and a report that it ended."""
+    await report(docket, "started", label)
+    if os.getpid() == blocker:
+        time.sleep(seconds)  # noqa: ASYNC251  (the mistake under test: a blocked loop)
+    await asyncio.sleep(0.1)
     await report(docket, "done", label)
 
 
@@ -86,7 +98,7 @@ def append_line(log: str, line: str) -> str:
     return path.read_text()
 
 
-tasks = [hold, note, die, settle, quick_settle]
+tasks = [hold, note, die, settle, quick_settle, block]
 
 
 def exit_after_publishing_a_callback() -> None:

@@ -54,7 +54,7 @@ async def main() -> None:
 
 
 async def run(regions: Regions) -> None:
-    from tests.cluster import wait_for_jetstream
+    from deploy.local_cluster import wait_for_jetstream
 
     await wait_for_jetstream([regions.url("east"), regions.url("west")], 30)
     async with (

@@ -38,6 +38,10 @@ class Contact:
         self._floors: dict[str, float] = {}
         # An answer came after the fence deadline: the leases' chain is broken.
         self.lapsed = False
+        # Renewals the lifeline thread made while the event loop was blocked
+        # (worker/_lifeline.py): the start of its last answered round and the
+        # messages (ack subjects) it renewed. Replaced whole, from that thread.
+        self.lifeline: tuple[float, frozenset[str]] = (float("-inf"), frozenset())
         self.changed = asyncio.Event()
 
     def confirm(
@@ -67,7 +71,14 @@ class Contact:
 
     def lease_floor(self, held: Iterable[Msg]) -> float:
         """The earliest instant any held message's lease may have been renewed last."""
-        floors = [self._floors.get(message.reply, self.previous) for message in held]
+        renewed_at, renewed = self.lifeline
+        floors = [
+            max(
+                self._floors.get(message.reply, self.previous),
+                renewed_at if message.reply in renewed else float("-inf"),
+            )
+            for message in held
+        ]
         return min(floors, default=self.confirmed)
 
     def fence_deadline(self, held: Iterable[Msg], ack_wait: float) -> float:

@@ -206,6 +206,14 @@ class Executor(Actor):
                 found = True
         return found
 
+    def running_tasks(self) -> list[tuple[str, str]]:
+        """(key, task name) of every run that has decoded its task."""
+        return [
+            (entry.execution.key, entry.execution.function_name)
+            for entry in self._running.values()
+            if entry.execution is not None
+        ]
+
     async def fence(self, reason: str, grace: float) -> None:
         """Lost contact (worker/_fencing.py): cancel every run and drop every held
         message, settling none of them (the server redelivers them when their

@@ -49,6 +49,8 @@ from ._fencing import Fence
 from ._heartbeat import HeartbeatSender
 from ._leases import LeaseKeeper, announce_ack_wait
 from ._lifecycle import worker_lifecycles
+from ._lifeline import Lifeline
+from ._loop_watch import LoopWatch
 from ._puller import Puller
 from ._slots import Slots
 
@@ -251,7 +253,14 @@ class Worker:
             refuse=hand_back,
         )
         self._executor, self._puller = executor, puller
-        self._forget_reconnect = connection.on_reconnect(puller.connection_reset)
+        forget_reconnect = connection.on_reconnect(puller.connection_reset)
+        forget_disconnect = connection.on_disconnect(puller.connection_lost)
+
+        def forget_connection_events() -> None:
+            forget_reconnect()
+            forget_disconnect()
+
+        self._forget_reconnect = forget_connection_events
         self._early_hold = early_hold
         self._supervisor.start(executor)
         self._supervisor.start(early_hold)
@@ -272,6 +281,10 @@ class Worker:
         self._supervisor.start(
             Fence(contact, held, lambda: lease_keeper.ack_wait, self._fence, puller.resume)
         )
+        lifeline = Lifeline(
+            self.name, contact, lambda: lease_keeper.ack_wait, held, connection.standalone_options
+        )
+        self._supervisor.start(LoopWatch(self.docket.name, lifeline, executor.running_tasks))
         self._supervisor.start(CancelListener(connection.nc, self.docket.names, self._cancel))
         if self.schedule_automatic_tasks:
             self._supervisor.start(AutomaticTasks(self.docket, automatic.RESEED_INTERVAL))

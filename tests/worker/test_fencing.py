@@ -1,4 +1,4 @@
-"""A worker cut off from the server (through tests/tcp_proxy.py) fences itself:
+"""A worker cut off from the server (through deploy/tcp_proxy.py) fences itself:
 its runs stop before the server redelivers them to another worker, so a key
 never runs twice at once, and it takes work again once contact is back.
 
@@ -23,10 +23,10 @@ from datetime import timedelta
 import pytest
 from prometheus_client import REGISTRY
 
+from deploy.tcp_proxy import TcpProxy, tcp_proxy
 from docket_nats import CurrentWorker, Docket, TaskKey, Worker
 from docket_nats._embedded import ServerProcess
 from docket_nats.worker._contact import FENCE_MARGIN
-from tests.tcp_proxy import TcpProxy, tcp_proxy
 
 REDELIVERY = 1.5  # seconds: short, so that many partitions fit in a test
 # Repeated partitions; the issue asks for 50. Each takes about 3 s (the

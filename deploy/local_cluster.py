@@ -27,6 +27,7 @@ jetstream {{
 cluster {{
   name: {cluster}
   listen: {host}:{route_port}
+  no_advertise: {no_advertise}
   routes: [
 {routes}
   ]
@@ -41,6 +42,9 @@ class Cluster:
     directory: Path
     size: int = 3
     name: str = "docket"
+    # False: nodes do not tell clients the other nodes' URLs, so a client that
+    # connects through a proxy (deploy/chaos.py) reconnects through it too.
+    advertise: bool = True
     nodes: dict[str, ServerProcess] = field(default_factory=dict[str, ServerProcess])
 
     def __post_init__(self) -> None:
@@ -57,6 +61,7 @@ class Cluster:
                     host=EMBEDDED_HOST,
                     route_port=route_port,
                     routes=routes,
+                    no_advertise="false" if self.advertise else "true",
                 )
             )
             self.nodes[name] = ServerProcess(

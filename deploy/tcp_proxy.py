@@ -1,7 +1,10 @@
-"""A loopback TCP proxy for fault tests: delay, drop (black-hole) and cut connections.
+"""A loopback TCP proxy for fault injection: delay, drop (black-hole) and cut connections.
 
-Clients connect to the proxy's port on 127.0.0.1; each connection is forwarded to
-the target port on 127.0.0.1. While the proxy runs, a test can:
+Used by the fault tests (tests/worker/test_fencing.py) and deploy/chaos.py; test
+tooling, so it lives here and not in the package. Clients connect to the proxy's
+port on 127.0.0.1; each connection is forwarded to the target port on 127.0.0.1
+(or, when that refuses, to the next of the fallback ports: a cluster's other
+nodes). While the proxy runs, a caller can:
 
 - `delay(seconds)`: hold every chunk that long before forwarding it (both ways, order kept);
 - `black_hole()`: keep every connection open but discard every byte both ways, and
@@ -24,8 +27,9 @@ CHUNK = 65536
 
 
 class TcpProxy:
-    def __init__(self, target_port: int) -> None:
+    def __init__(self, target_port: int, *fallback_ports: int) -> None:
         self.target_port = target_port
+        self.fallback_ports = fallback_ports
         self.port = 0
         self.delay_seconds = 0.0
         self.dropping = False
@@ -65,9 +69,13 @@ class TcpProxy:
 
     async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         self.connections_made += 1
-        try:
-            server_r, server_w = await asyncio.open_connection(HOST, self.target_port)
-        except OSError:
+        for port in (self.target_port, *self.fallback_ports):
+            try:
+                server_r, server_w = await asyncio.open_connection(HOST, port)
+                break
+            except OSError:
+                continue
+        else:
             client_w.close()
             return
         link = _Link(self, client_w, server_w)
@@ -135,8 +143,8 @@ class _Link:
 
 
 @contextlib.asynccontextmanager
-async def tcp_proxy(target_port: int) -> AsyncIterator[TcpProxy]:
-    proxy = TcpProxy(target_port)
+async def tcp_proxy(target_port: int, *fallback_ports: int) -> AsyncIterator[TcpProxy]:
+    proxy = TcpProxy(target_port, *fallback_ports)
     await proxy.start()
     try:
         yield proxy
