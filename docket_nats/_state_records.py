@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("docket_nats.state")
 
 TERMINAL = (ExecutionState.COMPLETED, ExecutionState.FAILED, ExecutionState.CANCELLED)
+_TERMINAL_VALUES = frozenset(state.value for state in TERMINAL)
 # A record without a per-message TTL (RUNNING) still goes after this long.
 MINIMUM_BUCKET_AGE = timedelta(days=7)
 # The largest call a FAILED record keeps for `Docket.retry_failed`.
@@ -103,16 +104,19 @@ def kept_call(data: bytes) -> tuple[bytes | None, str | None]:
     return data, None
 
 
-def transitions(record: ExecutionRecord) -> list[tuple[str, datetime]]:
-    """The states the recorded run went through, with their times, oldest first:
-    due (scheduled or queued) at `when`, running from `started_at`, then its end."""
+def transitions(
+    state: str, when: datetime | None, started_at: datetime | None, completed_at: datetime | None
+) -> list[tuple[str, datetime]]:
+    """The states a recorded run went through, with their times, oldest first:
+    due (scheduled or queued) at `when`, running from `started_at`, then its end
+    (`state`, at `completed_at`). From one record's fields (see the module doc)."""
     steps: list[tuple[str, datetime]] = []
-    if record.when is not None:
-        steps.append(("due", record.when))
-    if record.started_at is not None:
-        steps.append((ExecutionState.RUNNING.value, record.started_at))
-    if record.completed_at is not None and record.state in {state.value for state in TERMINAL}:
-        steps.append((record.state, record.completed_at))
+    if when is not None:
+        steps.append(("due", when))
+    if started_at is not None:
+        steps.append((ExecutionState.RUNNING.value, started_at))
+    if completed_at is not None and state in _TERMINAL_VALUES:
+        steps.append((state, completed_at))
     return steps
 
 
