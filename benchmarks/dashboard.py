@@ -12,9 +12,11 @@ and `--scheduled` tasks added for the next hour with `add_many`.
    of executions, each timed 30 times after a warm-up (median, p95, max). Also
    the filtered page (state + task + key prefix: a scan of the index), and the
    two listings read from the work stream (scheduled executions, the next hour).
+   And one execution's page (read through `get_execution`).
 2. NATS load: `docket-nats dashboard` in its own process, with 1 and then 20
-   open event streams (the pages' live feed); the server's in_msgs + out_msgs
-   (/varz) per second over `--seconds`, nothing else connected.
+   open event streams (the pages' live feed, each following the 50 keys of an
+   executions page, as the executions list does); the server's in_msgs +
+   out_msgs (/varz) per second over `--seconds`, nothing else connected.
 """
 
 from __future__ import annotations
@@ -113,6 +115,7 @@ async def render_times(docket: Docket, rounds: int) -> None:
             ("executions, filtered", "/executions?state=failed&function=task_3&prefix=record-01"),
             ("executions, scheduled", "/executions?state=scheduled"),
             ("scheduled, next hour", "/scheduled"),
+            ("one execution", "/execution?key=record-000042"),
         ):
             await client.get(path)
             samples: list[float] = []
@@ -145,7 +148,8 @@ async def message_rate(
             received = [0] * pages
 
             async def page(index: int) -> None:
-                async with client.stream("GET", "/events") as stream:
+                keys = "&".join(f"key=record-{50 * index + each:06}" for each in range(50))
+                async with client.stream("GET", f"/events?{keys}") as stream:
                     async for line in stream.aiter_lines():
                         if line.startswith("data: "):
                             received[index] += 1

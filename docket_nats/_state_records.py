@@ -19,6 +19,17 @@ it, subscribers of the subject see it live, and the worker never waits for an ac
 RUNNING is written only for runs still going after RUNNING_DELAY (20 ms), so a
 short task costs one publish (its end), not two.
 A worker that dies leaves RUNNING behind; the redelivered run overwrites it.
+
+A run that ends FAILED for good (no retry left) also keeps its call: the work
+stream message's body as it was (`call`, up to CALL_LIMIT bytes), so that
+`Docket.retry_failed` can add it again once the message is gone. Only failures
+pay for it: completed runs keep no call.
+
+The bucket keeps one record per key (history 1): a key's states over time are
+the times its latest record carries (due, started, ended; see `transitions`),
+not older records. A longer history would cost a record per state change per
+key, and an older RUNNING record (it has no TTL) would come back as the key's
+latest once the finished record after it expired.
 """
 
 from __future__ import annotations
@@ -51,8 +62,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger("docket_nats.state")
 
 TERMINAL = (ExecutionState.COMPLETED, ExecutionState.FAILED, ExecutionState.CANCELLED)
+_TERMINAL_VALUES = frozenset(state.value for state in TERMINAL)
 # A record without a per-message TTL (RUNNING) still goes after this long.
 MINIMUM_BUCKET_AGE = timedelta(days=7)
+# The largest call a FAILED record keeps for `Docket.retry_failed`.
+CALL_LIMIT = 64 * 1024
 
 
 class ExecutionRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -73,10 +87,37 @@ class ExecutionRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     exception: StoredException | None = None
     # Why a return value is missing although the task completed.
     result_problem: str | None = None
+    # FAILED for good: the run message's body (the envelope), to add it again.
+    call: bytes | None = None
+    # Why a FAILED record keeps no call (too large).
+    call_problem: str | None = None
 
 
 encode_record = msgspec.msgpack.Encoder().encode
 decode_record = msgspec.msgpack.Decoder(ExecutionRecord).decode
+
+
+def kept_call(data: bytes) -> tuple[bytes | None, str | None]:
+    """What a FAILED record keeps of its call: the body, or why not."""
+    if len(data) > CALL_LIMIT:
+        return None, f"the call is too large to keep ({len(data)} bytes, over {CALL_LIMIT})"
+    return data, None
+
+
+def transitions(
+    state: str, when: datetime | None, started_at: datetime | None, completed_at: datetime | None
+) -> list[tuple[str, datetime]]:
+    """The states a recorded run went through, with their times, oldest first:
+    due (scheduled or queued) at `when`, running from `started_at`, then its end
+    (`state`, at `completed_at`). From one record's fields (see the module doc)."""
+    steps: list[tuple[str, datetime]] = []
+    if when is not None:
+        steps.append(("due", when))
+    if started_at is not None:
+        steps.append((ExecutionState.RUNNING.value, started_at))
+    if completed_at is not None and state in _TERMINAL_VALUES:
+        steps.append((state, completed_at))
+    return steps
 
 
 def bucket_name(names: Names) -> str:

@@ -48,7 +48,7 @@ from ._metrics import registry as metrics
 from ._queue_bound import QueueBound, QueueLimits
 from ._snapshot import DocketSnapshot, clear, take_snapshot
 from ._state_records import ensure_bucket as ensure_execution_bucket
-from ._state_records import queued_or_scheduled, record_cancelled
+from ._state_records import queued_or_scheduled, read_record, record_cancelled
 from ._strike_list import StrikeList
 from ._strike_rules import LiteralOperator, Operator
 from ._subjects import (
@@ -561,6 +561,29 @@ class Docket:
         await self._publish(execution, replace=False, check_strikes=True)
         if execution.disposition is Disposition.SCHEDULED:
             await purge_dead_letters(self.context, key)
+        return execution
+
+    async def retry_failed(self, key: str) -> Execution:
+        """Add the task whose run under `key` FAILED for good again, with its
+        original arguments, due now and as its first attempt (add() semantics: a
+        strike or a key already taken refuses it, see `disposition`).
+
+        Raises LookupError when the key's latest record is not FAILED (unknown,
+        expired after `execution_ttl`, or another state), ValueError when the
+        record kept no call (too large, see `_state_records.CALL_LIMIT`), and
+        UnknownTask, ArgumentError or UndecodableMessage when this process cannot
+        rebuild the call (register the task first).
+        """
+        record = await read_record(self.context, key)
+        if record is None or record.state != ExecutionState.FAILED.value:
+            raise LookupError(f"no failed execution with the key {key!r}")
+        if record.call is None:
+            why = record.call_problem or "its record has none"
+            raise ValueError(f"the call of {key!r} was not kept: {why}")
+        execution = from_envelope(self.context, decode_envelope(record.call))
+        execution.when = datetime.now(UTC)
+        execution.attempt = 1
+        await self._publish(execution, replace=False, check_strikes=True)
         return execution
 
     async def purge_dead_letters(self, key: str | None = None) -> int:

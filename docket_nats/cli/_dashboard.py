@@ -55,8 +55,8 @@ def dashboard(
             "--tasks",
             envvar="DOCKET_TASKS",
             metavar="MODULE:ATTR",
-            help="task collections: 'run now' and retrying a dead letter read arguments back "
-            "through the task's signature (repeatable)",
+            help="task collections: 'run now' and the retries (of a failed execution, a dead "
+            "letter) read arguments back through the task's signature (repeatable)",
         ),
     ] = None,
 ) -> None:

@@ -80,6 +80,17 @@ async def retry_dead_letter(docket: Docket, form: dict[str, str]) -> str:
     return f"{key} added again"
 
 
+async def retry_failed(docket: Docket, form: dict[str, str]) -> str:
+    key = _key(form)
+    try:
+        execution = await docket.retry_failed(key)
+    except (LookupError, ValueError) as error:  # not failed, no call kept, unknown task
+        raise Refused(f"cannot retry {key}: {error}") from None
+    if execution.disposition is not Disposition.SCHEDULED:
+        raise Refused(f"{key} was not added again ({execution.disposition.value})")
+    return f"{key} added again"
+
+
 async def purge_dead_letters(docket: Docket, form: dict[str, str]) -> str:
     key = form.get("key") or None
     removed = await docket.purge_dead_letters(key)
@@ -124,6 +135,7 @@ ACTIONS: dict[str, Callable[[Docket, dict[str, str]], Awaitable[str]]] = {
     "cancel": cancel,
     "run-now": run_now,
     "retry-dead-letter": retry_dead_letter,
+    "retry-failed": retry_failed,
     "purge-dead-letters": purge_dead_letters,
     "strike": strike,
     "restore": restore,

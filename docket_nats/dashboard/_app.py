@@ -191,15 +191,16 @@ async def login(request: Request) -> Response:
 
 
 async def events(request: Request) -> Response:
-    """Server-sent events: the live summary whenever it changes (one view for all)."""
+    """Server-sent events: the live summary whenever it changes (one view for all),
+    with the executions of `?key=` (repeated) if the page names any."""
     live = dashboard_of(request).live
-    listening = live.listen()
+    listening = live.listen(tuple(request.query_params.getlist("key")))
 
     async def stream() -> AsyncIterator[str]:
         try:
             while True:
                 try:
-                    summary = await asyncio.wait_for(listening.get(), KEEPALIVE_SECONDS)
+                    summary = await asyncio.wait_for(listening.queue.get(), KEEPALIVE_SECONDS)
                 except TimeoutError:
                     yield ": keep-alive\n\n"
                     continue

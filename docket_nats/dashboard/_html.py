@@ -35,6 +35,19 @@ def execution_link(root: str, key: str) -> str:
     return link(root, "/execution", key, key=key)
 
 
+def live_field(key: str, field: str, inner: str, revision: int, tag: str = "span") -> str:
+    """A value of `key` that dashboard.js replaces from the event stream, once the
+    key's record is newer than `revision` (what this page was rendered from)."""
+    return (
+        f'<{tag} data-live-key="{text(key)}" data-field="{text(field)}" '
+        f'data-revision="{text(revision)}">{inner}</{tag}>'
+    )
+
+
+def state_badge(state: str) -> str:
+    return f'<span class="state state-{text(state)}">{text(state)}</span>'
+
+
 def table(headings: Iterable[str], rows: Iterable[Iterable[str]], body_id: str = "") -> str:
     """`rows` are cells already made safe (built with `text`, `link`, `action`)."""
     head = "".join(f"<th>{text(heading)}</th>" for heading in headings)
@@ -69,11 +82,18 @@ NAVIGATION = (
 
 
 def page(root: str, docket_name: str, title: str, body: str, *, message: str | None = None,
-         read_only: bool = False, live: bool = False) -> str:  # fmt: skip
+         read_only: bool = False, live: bool = False, watch: Iterable[str] = ()
+         ) -> str:  # fmt: skip
+    """The frame of every page. `live`: it follows the event stream; `watch`: the
+    keys of the executions it shows, followed too (see `live_field`)."""
     navigation = " ".join(link(root, path, label) for path, label in NAVIGATION)
     notice = f'<p class="notice" id="notice">{text(message)}</p>' if message else ""
     mode = ' <span class="badge">read-only</span>' if read_only else ""
-    live_attribute = f' data-events="{text(root)}/events"' if live else ""
+    keys = [("key", key) for key in watch]
+    live_attribute = ""
+    if live or keys:
+        query = f"?{urlencode(keys)}" if keys else ""
+        live_attribute = f' data-events="{text(root)}/events{text(query)}"'
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">

@@ -10,7 +10,11 @@ open pages' event streams; pages never read NATS for it themselves.
 
 The index answers the executions page (filters, pagination) and the recorded
 counts (completed, failed, cancelled, running) without scanning the bucket per
-request; its memory is a few hundred bytes per recorded key.
+request; its memory is a few hundred bytes per recorded key. A second ordered
+consumer follows the running tasks' progress (`progress.>`, dropped when a run
+ends). A page that shows executions names their keys when it listens
+(`/events?key=...`, up to WATCHED_KEYS): its summaries then also carry those
+keys' state, times, history and progress, from this same index.
 """
 
 from __future__ import annotations
@@ -31,7 +35,14 @@ import msgspec
 from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
-from .._state_records import bucket_name, bucket_stream, decode_record, is_removal
+from .._execution_progress import ProgressRecord, decode_progress
+from .._state_records import (
+    bucket_name,
+    bucket_stream,
+    decode_record,
+    is_removal,
+    transitions,
+)
 from .._subjects import Names, kv_subject
 from .._types import ExecutionState
 from ..docket import Docket
@@ -45,6 +56,8 @@ CHART_BAR_SECONDS = 30
 RECENT_ROWS = 12
 # What a slow page may have waiting before older summaries are dropped for it.
 PAGE_BACKLOG = 4
+# The most keys one page may follow live (a page of executions is 50).
+WATCHED_KEYS = 100
 
 
 @dataclass(slots=True)
@@ -60,6 +73,9 @@ class Row:
     completed_at: datetime | None
     attempt: int
     error: str | None
+    # The bucket stream's sequence of this record: a page ignores live news of a
+    # key no newer than what it rendered.
+    revision: int = 0
 
     def document(self) -> dict[str, Any]:
         def moment(value: datetime | None) -> str | None:
@@ -77,6 +93,30 @@ class Row:
             "error": self.error,
         }
 
+    def details(self, progress: ProgressRecord | None) -> dict[str, Any]:
+        """What a page following this key shows of it."""
+        steps = transitions(self.state, self.when, self.started_at, self.completed_at)
+        running = self.state == ExecutionState.RUNNING.value
+        return {
+            **self.document(),
+            "revision": self.revision,
+            "history": [[state, moment.isoformat(timespec="seconds")] for state, moment in steps],
+            "progress": (
+                {"current": progress.current, "total": progress.total, "message": progress.message}
+                if running and progress is not None and progress.current is not None
+                else None
+            ),
+        }
+
+
+@dataclass(eq=False, slots=True)
+class Listener:
+    """One open page's event stream, and the keys it follows."""
+
+    queue: asyncio.Queue[str | None]
+    keys: tuple[str, ...]
+    sent: str = ""
+
 
 class Live:
     """The index, the counts and the pages listening for them."""
@@ -93,59 +133,95 @@ class Live:
         self.summary_json = "{}"
         self.loaded = asyncio.Event()
         self.updated = asyncio.Event()
-        self._pages: set[asyncio.Queue[str | None]] = set()
+        # The running tasks' latest progress, by key.
+        self.progress: dict[str, ProgressRecord] = {}
+        self._pages: set[Listener] = set()
         self._tasks: list[asyncio.Task[None]] = []
-        self._subscription: Any = None
+        self._subscriptions: list[Any] = []
 
     # -- lifecycle ----------------------------------------------------------------
 
     async def start(self) -> None:
         names: Names = self.docket.names
         js = self.docket.connection.js
-        self._subscription = await js.subscribe(  # pyright: ignore[reportUnknownMemberType]
+        states = await js.subscribe(  # pyright: ignore[reportUnknownMemberType]
             kv_subject(bucket_name(names), "state.>"),
             stream=bucket_stream(names),
             ordered_consumer=True,
             deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
             cb=self._on_record,
         )
-        info = await self._subscription.consumer_info()
+        self._subscriptions.append(states)
+        self._subscriptions.append(
+            await js.subscribe(  # pyright: ignore[reportUnknownMemberType]
+                kv_subject(bucket_name(names), "progress.>"),
+                stream=bucket_stream(names),
+                ordered_consumer=True,
+                deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+                cb=self._on_progress,
+            )
+        )
+        info = await states.consumer_info()
         if not info.num_pending:
             self.loaded.set()
         self._tasks.append(asyncio.create_task(self._count_forever()))
 
     async def stop(self) -> None:
         for page in self._pages:
-            page.put_nowait(None)  # ends its event stream
+            page.queue.put_nowait(None)  # ends its event stream
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._subscription is not None:
+        for subscription in self._subscriptions:
             with contextlib.suppress(Exception):  # (connection already closed)
-                await self._subscription.unsubscribe()
+                await subscription.unsubscribe()
+        self._subscriptions.clear()
 
     # -- pages listening ----------------------------------------------------------
 
-    def listen(self) -> asyncio.Queue[str | None]:
-        page: asyncio.Queue[str | None] = asyncio.Queue()
-        page.put_nowait(self.summary_json)
+    def listen(self, keys: tuple[str, ...] = ()) -> Listener:
+        """A page's event stream: the summary now and whenever it changes, with
+        the state of `keys` (the executions it shows) if it names any."""
+        page = Listener(asyncio.Queue(), keys[:WATCHED_KEYS])
+        self._send(page, self.summary_json)
         self._pages.add(page)
         return page
 
-    def leave(self, page: asyncio.Queue[str | None]) -> None:
+    def leave(self, page: Listener) -> None:
         self._pages.discard(page)
 
     @property
     def listeners(self) -> int:
         return len(self._pages)
 
+    def revision(self, key: str) -> int:
+        """The revision of the key's record in the index (0: none)."""
+        row = self.rows.get(key)
+        return row.revision if row is not None else 0
+
     def _broadcast(self, text: str) -> None:
         for page in self._pages:
-            while page.qsize() >= PAGE_BACKLOG:
-                page.get_nowait()  # a page that falls behind needs only the latest
-            page.put_nowait(text)
+            self._send(page, text)
+
+    def _send(self, page: Listener, summary: str) -> None:
+        """The summary, with the page's keys if it follows any, unless already sent."""
+        text = summary
+        if page.keys:
+            followed = {
+                key: row.details(self.progress.get(key))
+                for key in page.keys
+                if (row := self.rows.get(key)) is not None
+            }
+            keys = json.dumps(followed, separators=(",", ":"))
+            text = f'{summary[:-1]}{"," if summary != "{}" else ""}"keys":{keys}}}'
+        if text == page.sent:
+            return
+        page.sent = text
+        while page.queue.qsize() >= PAGE_BACKLOG:
+            page.queue.get_nowait()  # a page that falls behind needs only the latest
+        page.queue.put_nowait(text)
 
     # -- the executions index -----------------------------------------------------
 
@@ -172,6 +248,7 @@ class Live:
                 completed_at=record.completed_at,
                 attempt=record.attempt,
                 error=record.error,
+                revision=message.metadata.sequence.stream,
             )
             self.rows[key] = row
             self.states[row.state] += 1
@@ -181,6 +258,15 @@ class Live:
             metadata = message.metadata
             if metadata.num_pending == 0:
                 self.loaded.set()
+
+    async def _on_progress(self, message: Msg) -> None:
+        key = Names.key_of(message.subject)
+        headers: dict[str, str] | None = message.headers  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
+        progress = None if is_removal(headers) else decode_progress(message.data or b"")
+        if progress is None:
+            self.progress.pop(key, None)
+        else:
+            self.progress[key] = progress
 
     def matching(
         self, state: str | None = None, function: str | None = None, prefix: str | None = None
@@ -254,9 +340,9 @@ class Live:
         }
         text = json.dumps(summary, separators=(",", ":"))
         self.summary = {**summary, "taken": datetime.now(UTC).isoformat(timespec="seconds")}
-        if text != self.summary_json:
-            self.summary_json = text
-            self._broadcast(text)
+        self.summary_json = text
+        # Each page is sent only what changed for it (the summary or its keys).
+        self._broadcast(text)
         self.updated.set()
         self.updated = asyncio.Event()
 

@@ -16,9 +16,20 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
+from .._state_records import transitions
 from .._wire import UndecodableMessage, decode_envelope
-from ..execution import Execution
-from ._html import STATES, action, execution_link, link, page, table, text
+from ..execution import Execution, from_envelope
+from ._html import (
+    STATES,
+    action,
+    execution_link,
+    link,
+    live_field,
+    page,
+    state_badge,
+    table,
+    text,
+)
 from ._state import Dashboard, dashboard_of, root_of
 
 PAGE_SIZE = 50
@@ -30,7 +41,9 @@ DEAD_LETTER_LIMIT = 500
 COUNTS = (*STATES, "dead")
 
 
-def _respond(request: Request, title: str, body: str, *, live: bool = False) -> HTMLResponse:
+def _respond(
+    request: Request, title: str, body: str, *, live: bool = False, watch: list[str] | None = None
+) -> HTMLResponse:  # fmt: skip
     dashboard = dashboard_of(request)
     return HTMLResponse(
         page(
@@ -41,6 +54,7 @@ def _respond(request: Request, title: str, body: str, *, live: bool = False) -> 
             message=request.query_params.get("message"),
             read_only=dashboard.read_only,
             live=live,
+            watch=watch or (),
         )
     )
 
@@ -135,6 +149,9 @@ def _execution_actions(
         buttons.append(action(root, "cancel", "Cancel", f"Cancel {key}?", back, key=key))
     if state in ("scheduled", "queued"):
         buttons.append(action(root, "run-now", "Run now", f"Run {key} now?", back, key=key))
+    if state == "failed":
+        question = f"Run {key} again with its original arguments?"
+        buttons.append(action(root, "retry-failed", "Retry", question, back, key=key))
     return "".join(buttons)
 
 
@@ -215,18 +232,21 @@ async def executions(request: Request) -> HTMLResponse:
         else:
             total = live.states[state] if state else len(live.rows)
     back = str(request.url.path) + (f"?{request.url.query}" if request.url.query else "")
-    rows = [
-        [
-            execution_link(root, row["key"]),
-            text(row["function"]),
-            f'<span class="state state-{text(row["state"])}">{text(row["state"])}</span>',
-            text(row["when"]),
-            text(row["worker"]),
-            text(row["completed_at"]),
-            _execution_actions(request, dashboard, row["key"], row["state"], back),
-        ]
-        for row in shown
-    ]
+    rows: list[list[str]] = []
+    for row in shown:
+        key = row["key"]
+        revision = live.revision(key)  # live news of the key newer than this only
+        rows.append(
+            [
+                execution_link(root, key),
+                text(row["function"]),
+                live_field(key, "state", state_badge(row["state"]), revision),
+                text(row["when"]),
+                live_field(key, "worker", text(row["worker"]), revision),
+                live_field(key, "completed_at", text(row["completed_at"]), revision),
+                _execution_actions(request, dashboard, key, row["state"], back),
+            ]
+        )
     pages = max(1, -(-total // PAGE_SIZE))
     navigation = " ".join(
         link(root, "/executions", label, state=state, function=function, prefix=prefix, page=n)
@@ -239,21 +259,49 @@ async def executions(request: Request) -> HTMLResponse:
         + f" · page {text(number)} of {text(pages)} {navigation}</p>"
         + table(("key", "function", "state", "when", "worker", "ended", ""), rows, "executions")
     )
-    return _respond(request, "Executions", body)
+    return _respond(request, "Executions", body, watch=[row["key"] for row in shown])
 
 
 # -- one execution --------------------------------------------------------------------
 
 
-def _progress(execution: Execution) -> str:
+def _progress(execution: Execution, revision: int) -> str:
+    """The progress bar (hidden while there is none: the live view may show it)."""
     progress = execution.progress
-    if progress.current is None:
-        return ""
-    share = round(100 * progress.current / max(1, progress.total))
+    current, total = progress.current, progress.total
+    hidden = " hidden" if current is None else ""
+    share = round(100 * (current or 0) / max(1, total))
+    line = f"{text(current or 0)} / {text(total)} ({text(share)}%) {text(progress.message or '')}"
+    bar = (
+        f'<p class="progress"{hidden}>Progress: <progress max="{text(total)}" '
+        f'value="{text(current or 0)}"></progress> <span class="progress-text">{line}</span></p>'
+    )
+    return live_field(execution.key, "progress", bar, revision, "div")
+
+
+def _history(execution: Execution, revision: int) -> str:
+    """The states the execution went through, with their times: its latest run's,
+    as its record carries them (the bucket keeps one record per key)."""
+    state = execution.state.value
+    steps: list[tuple[str, Any]]
+    if execution.result_record is None:  # waiting in the work stream, nothing recorded
+        steps = [("due", execution.when)]
+    else:
+        steps = list(
+            transitions(state, execution.when, execution.started_at, execution.completed_at)
+        )
+    rows = [[text(step), text(moment)] for step, moment in steps]
+    earlier = ""
+    if execution.attempt > 1:
+        earlier = (
+            f'<p class="axis">Attempt {text(execution.attempt)}: the times of the earlier '
+            "attempts are not kept.</p>"
+        )
+    listing = table(("state", "since"), rows, "history")
     return (
-        f'<p>Progress: <progress max="{text(progress.total)}" value="{text(progress.current)}">'
-        f"</progress> {text(progress.current)} / {text(progress.total)} ({text(share)}%)"
-        f" {text(progress.message or '')}</p>"
+        "<h2>State history</h2>"
+        + live_field(execution.key, "history", listing, revision, "div")
+        + earlier
     )
 
 
@@ -274,12 +322,23 @@ async def _outcome(execution: Execution) -> str:
     return ""
 
 
-def _call(execution: Execution) -> str:
+def _call(dashboard: Dashboard, execution: Execution) -> str:
     """The call as the worker logs it (only `Logged` arguments shown). The arguments
-    live in the task's message, which is gone once a run was recorded."""
-    if execution.state.value not in ("scheduled", "queued"):
-        return text(f"{execution.function_name}: arguments are not kept once a run starts")
-    return f"<code>{text(execution.call_repr())}</code>"
+    live in the task's message, which is gone once a run was recorded, except for
+    a run that FAILED for good: its record keeps the call (to retry it)."""
+    if execution.state.value in ("scheduled", "queued"):
+        return f"<code>{text(execution.call_repr())}</code>"
+    record = execution.result_record
+    if execution.state.value == "failed" and record is not None:
+        if record.call is None:
+            return text(f"{execution.function_name}: {record.call_problem or 'not kept'}")
+        try:
+            envelope = decode_envelope(record.call)
+        except UndecodableMessage:
+            return text(f"{execution.function_name}: the kept call does not decode")
+        kept = from_envelope(dashboard.docket.context, envelope, lenient=True)
+        return f"<code>{text(kept.call_repr())}</code>"
+    return text(f"{execution.function_name}: arguments are not kept once a run starts")
 
 
 async def one_execution(request: Request) -> HTMLResponse:
@@ -292,25 +351,37 @@ async def one_execution(request: Request) -> HTMLResponse:
     await execution.sync()
     state = execution.state.value
     back = f"/execution?key={key}"
+    # Live news of this key is shown once its record is newer than what was read here.
+    revision = dashboard.live.revision(key)
+
+    def live(field: str, inner: str) -> str:
+        return live_field(key, field, inner, revision)
+
     facts = [
         ("key", text(execution.key)),
         ("task", text(execution.function_name)),
-        ("call, as logged", _call(execution)),
-        ("state", f'<span class="state state-{text(state)}">{text(state)}</span>'),
+        ("call, as logged", _call(dashboard, execution)),
+        ("state", live("state", state_badge(state))),
         ("due", text(execution.when)),
-        ("attempt", text(execution.attempt)),
-        ("worker", text(execution.worker)),
-        ("started", text(execution.started_at)),
-        ("ended", text(execution.completed_at)),
+        ("attempt", live("attempt", text(execution.attempt))),
+        ("worker", live("worker", text(execution.worker))),
+        ("started", live("started_at", text(execution.started_at))),
+        ("ended", live("completed_at", text(execution.completed_at))),
     ]
     listing = "".join(f"<tr><th>{text(name)}</th><td>{value}</td></tr>" for name, value in facts)
+    ended = (
+        '<p class="notice" id="ended" hidden>This run has ended: '
+        f"{link(root_of(request), '/execution', 'reload for its outcome', key=key)}</p>"
+    )
     body = (
-        f'<table class="facts">{listing}</table>'
-        + _progress(execution)
+        f'<table class="facts" data-state="{text(state)}">{listing}</table>'
+        + ended
+        + _progress(execution, revision)
         + await _outcome(execution)
         + _execution_actions(request, dashboard, execution.key, state, back)
+        + _history(execution, revision)
     )
-    return _respond(request, "Execution", body)
+    return _respond(request, "Execution", body, watch=[key])
 
 
 # -- scheduled timeline -----------------------------------------------------------------

@@ -22,6 +22,7 @@ from .._state_records import (
     ExecutionRecord,
     bucket_name,
     encode_record,
+    kept_call,
     progress_subject,
     ttl_header,
 )
@@ -96,6 +97,9 @@ class StateRecorder:
             record.error = f"{type(outcome.exception).__name__}: {outcome.exception}"
             if self._keeps_results:
                 record.exception = encode_exception(outcome.exception, allow_pickle)
+                if execution.message is not None:
+                    # The message goes with the ack: keep the call to retry it.
+                    record.call, record.call_problem = kept_call(execution.message.data)
         await self._finish(execution, record)
 
     def refused(self, execution: Execution) -> None:
@@ -163,6 +167,9 @@ class StateRecorder:
             record.result = None
             record.exception = None
             record.result_problem = f"the result is too large to store ({len(data)} bytes)"
+            if record.call is not None:
+                record.call = None
+                record.call_problem = "the record with the call is too large to store"
             data = encode_record(record)
         await self._publish(self._state_prefix + encode_key(execution.key), data, headers)
 

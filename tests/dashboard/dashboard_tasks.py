@@ -27,4 +27,16 @@ async def report(progress: Progress = Progress()) -> None:
     await release.wait()
 
 
-tasks = [greet, refuse, report]
+# `flaky` fails while this is above 0 (counting down); its calls, in order.
+flaky_failures = {"left": 0}
+flaky_calls: list[str] = []
+
+
+async def flaky(label: str, size: int = 1) -> None:
+    flaky_calls.append(f"{label}:{size}")
+    if flaky_failures["left"] > 0:
+        flaky_failures["left"] -= 1
+        raise RuntimeError(f"{label} failed")
+
+
+tasks = [greet, refuse, report, flaky]

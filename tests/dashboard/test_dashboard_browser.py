@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
+import dashboard_tasks
 import httpx
 import pytest
 from conftest import serving
@@ -243,3 +244,65 @@ async def test_read_only_shows_no_buttons_and_refuses_actions(
     execution = await docket.get_execution(key)
     assert execution is not None and execution.state.value == "scheduled"
     await docket.cancel(key)
+
+
+async def test_retrying_a_failed_execution_from_its_page_runs_it_again(
+    browser: Any, dashboard: str, docket: Docket
+) -> None:
+    dashboard_tasks.flaky_calls.clear()
+    dashboard_tasks.flaky_failures["left"] = 1
+    docket.register(dashboard_tasks.flaky)
+    key = unique("failed")
+    await docket.add(dashboard_tasks.flaky, key=key)("drum", size=2)
+    async with Worker(docket, minimum_check_interval=timedelta(milliseconds=20)) as worker:
+        await worker.run_until_finished()
+        browser.get(f"{dashboard}/execution?key={quote(key)}")
+        assert "flaky(..., size=...)" in browser.find_element("tag name", "main").text
+        click_and_confirm(browser, "retry-failed", key)
+        assert "added again" in browser.find_element("id", "notice").text
+        await worker.run_until_finished()
+    assert dashboard_tasks.flaky_calls == ["drum:2", "drum:2"]  # the same call, again
+    execution = await docket.get_execution(key)
+    assert execution is not None and execution.state.value == "completed"
+
+
+async def test_an_execution_page_follows_its_run_without_reload(
+    browser: Any, dashboard: str, docket: Docket
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    dashboard_tasks.reported.clear()
+    dashboard_tasks.release.clear()
+    docket.register(dashboard_tasks.report)
+    key = unique("followed")
+    await docket.add(dashboard_tasks.report, key=key)()  # queued: no worker yet
+    browser.get(f"{dashboard}/execution?key={quote(key)}")
+    state = browser.find_element(By.CSS_SELECTOR, '[data-field="state"]')
+    progress = browser.find_element(By.CSS_SELECTOR, "p.progress")
+    assert state.text == "queued" and not progress.is_displayed()
+    browser.execute_script("window.sameDocument = 'yes'")
+    async with Worker(docket, minimum_check_interval=timedelta(milliseconds=20)) as worker:
+        running = asyncio.create_task(worker.run_until_finished())
+        try:
+            # Polled from the event loop: the worker runs on it meanwhile.
+            async def shown() -> bool:
+                return state.text == "running" and progress.is_displayed()
+
+            await eventually(shown, seconds=5)
+            text = browser.find_element(By.CSS_SELECTOR, ".progress-text").text
+            assert text == "3 / 8 (38%) 3 <pages> done"
+            bar = browser.find_element(By.CSS_SELECTOR, "p.progress progress")
+            assert (bar.get_attribute("value"), bar.get_attribute("max")) == ("3", "8")
+            assert browser.find_element(By.CSS_SELECTOR, '[data-field="worker"]').text == (
+                worker.name
+            )
+        finally:
+            dashboard_tasks.release.set()
+            await running
+    WebDriverWait(browser, 5, poll_frequency=0.05).until(lambda _: state.text == "completed")
+    assert not progress.is_displayed()
+    assert browser.find_element(By.ID, "ended").is_displayed()
+    steps = [row.text.split()[0] for row in browser.find_elements(By.CSS_SELECTOR, "#history tr")]
+    assert steps == ["due", "running", "completed"]
+    assert browser.execute_script("return window.sameDocument") == "yes"  # no reload

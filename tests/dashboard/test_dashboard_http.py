@@ -22,6 +22,7 @@ from starlette.routing import Mount
 
 from docket_nats import Docket, Worker
 from docket_nats.dashboard import app
+from docket_nats.dashboard._live import Live
 from docket_nats.dashboard._security import TOKEN_COOKIE, refusal_to_bind
 
 BASE = "http://dashboard.test"
@@ -255,3 +256,88 @@ async def test_a_running_execution_shows_its_progress_and_worker(
     finally:
         dashboard_tasks.release.set()
         await running
+
+
+async def test_a_failed_execution_shows_its_call_and_history_and_is_retried(
+    docket: Docket, worker: Worker
+) -> None:
+    dashboard_tasks.flaky_calls.clear()
+    dashboard_tasks.flaky_failures["left"] = 1
+    docket.register(dashboard_tasks.flaky)
+    await docket.add(dashboard_tasks.flaky, key="flaky-1")("crate", size=4)
+    await worker.run_until_finished()
+    async with client_of(docket) as client:
+        page = (await client.get("/execution?key=flaky-1")).text
+        assert "<code>flaky(..., size=...){flaky-1}</code>" in page  # the kept call, as logged
+        history = page.split('id="history">', 1)[1].split("</tbody>", 1)[0]
+        assert [cell.split("</td>")[0] for cell in history.split("<tr><td>")[1:]] == [
+            "due",
+            "running",
+            "failed",
+        ]
+        assert 'data-action="retry-failed"' in page
+        retried = await client.post(
+            "/actions/retry-failed", data={"key": "flaky-1"}, headers=SAME_ORIGIN
+        )
+        assert retried.status_code == 200 and retried.text == "flaky-1 added again"
+        queued = await docket.get_execution("flaky-1")
+        assert queued is not None and queued.state.value == "queued"
+        await worker.run_until_finished()
+        assert dashboard_tasks.flaky_calls == ["crate:4", "crate:4"]
+        # Completed now: nothing failed to retry, and the page offers no Retry.
+        again = await client.post(
+            "/actions/retry-failed", data={"key": "flaky-1"}, headers=SAME_ORIGIN
+        )
+        assert again.status_code == 409 and "no failed execution" in again.text
+        page = (await client.get("/execution?key=flaky-1")).text
+        assert 'data-action="retry-failed"' not in page
+
+
+async def test_a_page_following_a_key_gets_its_state_progress_and_history(
+    docket: Docket, worker: Worker
+) -> None:
+    dashboard_tasks.reported.clear()
+    dashboard_tasks.release.clear()
+    docket.register(dashboard_tasks.report)
+    live = Live(docket, refresh=0.05)
+    await live.start()  # its counts every 0.05 s carry the followed keys
+    page = live.listen(("followed",))
+    unrelated = live.listen()
+
+    async def news(check: Any) -> dict[str, Any]:
+        async with asyncio.timeout(10):
+            while True:
+                text = await page.queue.get()
+                assert text is not None
+                followed = json.loads(text).get("keys", {}).get("followed")
+                if followed is not None and check(followed):
+                    return followed
+
+    running = asyncio.create_task(worker.run_until_finished())
+    try:
+        await docket.add(dashboard_tasks.report, key="followed")()
+        seen = await news(lambda one: one["progress"] is not None)
+        assert seen["state"] == "running" and seen["worker"] == worker.name
+        assert seen["progress"] == {"current": 3, "total": 8, "message": "3 <pages> done"}
+        assert [step for step, _ in seen["history"]] == ["due", "running"]
+        dashboard_tasks.release.set()
+        ended = await news(lambda one: one["state"] == "completed")
+        assert ended["progress"] is None
+        assert [step for step, _ in ended["history"]] == ["due", "running", "completed"]
+        assert ended["revision"] > seen["revision"]
+        # A page that names no key is sent no keys.
+        while not unrelated.queue.empty():
+            assert "keys" not in json.loads(unrelated.queue.get_nowait() or "{}")
+    finally:
+        dashboard_tasks.release.set()
+        await running
+        await live.stop()
+
+
+async def test_the_executions_page_follows_the_keys_it_lists(docket: Docket) -> None:
+    docket.register(greet)
+    await docket.add(greet, when=datetime.now(UTC) + LATER, key="listed-1")("ann")
+    async with client_of(docket) as client:
+        page = (await client.get("/executions?state=scheduled&prefix=listed-")).text
+    assert 'data-events="/events?key=listed-1"' in page
+    assert 'data-live-key="listed-1" data-field="state" data-revision="0"' in page

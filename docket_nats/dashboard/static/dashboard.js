@@ -1,5 +1,6 @@
-// docket-nats dashboard: confirms actions, and keeps the overview live from the
-// server's event stream. Every value is placed with textContent, never as HTML.
+// docket-nats dashboard: confirms actions, and keeps the overview and the executions
+// a page shows live from the server's event stream. Every value is placed with
+// textContent, never as HTML.
 "use strict";
 
 document.addEventListener("submit", (event) => {
@@ -69,12 +70,68 @@ function show(summary, root) {
   document.body.setAttribute("data-live", "1");
 }
 
+const ENDED = ["completed", "failed", "cancelled"];
+
+function badge(state) {
+  const span = document.createElement("span");
+  span.className = `state state-${state}`;
+  span.textContent = state;
+  return span;
+}
+
+function showProgress(element, progress) {
+  const line = element.querySelector("p.progress");
+  if (!line) return;
+  line.hidden = !progress;
+  if (!progress) return;
+  const total = Math.max(1, progress.total);
+  const bar = line.querySelector("progress");
+  bar.max = progress.total;
+  bar.value = progress.current;
+  const share = Math.round((100 * progress.current) / total);
+  line.querySelector(".progress-text").textContent =
+    `${progress.current} / ${progress.total} (${share}%) ${progress.message || ""}`;
+}
+
+// The executions a page shows (elements with data-live-key), from the keys part of
+// the event stream: only news newer than what the page was rendered from.
+function showKeys(keys) {
+  document.querySelectorAll("[data-live-key]").forEach((element) => {
+    const execution = keys[element.getAttribute("data-live-key")];
+    if (!execution) return;
+    if (execution.revision <= Number(element.getAttribute("data-revision"))) return;
+    const field = element.getAttribute("data-field");
+    if (field === "state") {
+      element.replaceChildren(badge(execution.state));
+    } else if (field === "progress") {
+      showProgress(element, execution.progress);
+    } else if (field === "history") {
+      refill(element.querySelector("tbody"), execution.history, (row, step) => {
+        cell(row, step[0]);
+        cell(row, step[1]);
+      });
+    } else {
+      const value = execution[field];
+      element.textContent = value === null || value === undefined ? "-" : String(value);
+    }
+    element.setAttribute("data-shown", String(execution.revision));
+  });
+  const facts = document.querySelector("table.facts[data-state]");
+  const ended = document.getElementById("ended");
+  if (facts && ended) {
+    const shown = facts.querySelector('[data-field="state"] .state');
+    const now = shown ? shown.textContent : "";
+    ended.hidden = !(ENDED.includes(now) && now !== facts.getAttribute("data-state"));
+  }
+}
+
 const source = document.body.getAttribute("data-events");
 if (source) {
-  const root = source.slice(0, -"/events".length);
+  const root = source.slice(0, source.lastIndexOf("/events"));
   const events = new EventSource(source);
   events.onmessage = (message) => {
     const summary = JSON.parse(message.data);
     if (summary.counts) show(summary, root);
+    if (summary.keys) showKeys(summary.keys);
   };
 }
