@@ -45,6 +45,7 @@ from ._groups import (
 from ._keys import new_key
 from ._metrics import docket_labels, task_labels
 from ._metrics import registry as metrics
+from ._priority import Priority
 from ._snapshot import DocketSnapshot, clear, take_snapshot
 from ._state_records import ensure_bucket as ensure_execution_bucket
 from ._state_records import queued_or_scheduled, record_cancelled
@@ -201,11 +202,18 @@ class Docket:
         function: Callable[P, Awaitable[R]] | Callable[P, R],
         when: datetime | None = None,
         key: str | None = None,
+        *,
+        priority: Priority | None = None,
     ) -> Callable[P, Awaitable[Execution]]: ...
 
     @overload
     def add(
-        self, function: str, when: datetime | None = None, key: str | None = None
+        self,
+        function: str,
+        when: datetime | None = None,
+        key: str | None = None,
+        *,
+        priority: Priority | None = None,
     ) -> Callable[..., Awaitable[Execution]]: ...
 
     def add(
@@ -213,10 +221,16 @@ class Docket:
         function: TaskFunction | str,
         when: datetime | None = None,
         key: str | None = None,
+        *,
+        priority: Priority | None = None,
     ) -> Callable[..., Awaitable[Execution]]:
-        """Schedule `function` now or at `when`; a live `key` is left as it is."""
+        """Schedule `function` now or at `when`; a live `key` is left as it is.
+
+        `priority` (an extension) overrides the function's declared Priority."""
         resolved, function_name = self._resolve(function)
-        return _Scheduler(self, resolved, function_name, when, key, replace=False)
+        return _Scheduler(
+            self, resolved, function_name, when, key, replace=False, priority=priority
+        )
 
     @overload
     def replace(
@@ -224,19 +238,26 @@ class Docket:
         function: Callable[P, Awaitable[R]] | Callable[P, R],
         when: datetime,
         key: str,
+        *,
+        priority: Priority | None = None,
     ) -> Callable[P, Awaitable[Execution]]: ...
 
     @overload
     def replace(
-        self, function: str, when: datetime, key: str
+        self, function: str, when: datetime, key: str, *, priority: Priority | None = None
     ) -> Callable[..., Awaitable[Execution]]: ...
 
     def replace(
-        self, function: TaskFunction | str, when: datetime, key: str
+        self,
+        function: TaskFunction | str,
+        when: datetime,
+        key: str,
+        *,
+        priority: Priority | None = None,
     ) -> Callable[..., Awaitable[Execution]]:
         """Schedule `function` under `key`, replacing whatever is scheduled or queued there."""
         resolved, function_name = self._resolve(function)
-        return _Scheduler(self, resolved, function_name, when, key, replace=True)
+        return _Scheduler(self, resolved, function_name, when, key, replace=True, priority=priority)
 
     @overload
     def call(
@@ -244,11 +265,18 @@ class Docket:
         function: Callable[P, Awaitable[R]] | Callable[P, R],
         when: datetime | None = None,
         key: str | None = None,
+        *,
+        priority: Priority | None = None,
     ) -> Callable[P, TaskCall]: ...
 
     @overload
     def call(
-        self, function: str, when: datetime | None = None, key: str | None = None
+        self,
+        function: str,
+        when: datetime | None = None,
+        key: str | None = None,
+        *,
+        priority: Priority | None = None,
     ) -> Callable[..., TaskCall]: ...
 
     def call(
@@ -256,6 +284,8 @@ class Docket:
         function: TaskFunction | str,
         when: datetime | None = None,
         key: str | None = None,
+        *,
+        priority: Priority | None = None,
     ) -> Callable[..., TaskCall]:
         """Describe one task call, for `add_many` / `replace_many`."""
         resolved, function_name = self._resolve(function)
@@ -268,6 +298,7 @@ class Docket:
                 key if key is not None else new_key(),
                 aware(when) if when is not None else datetime.now(UTC),
                 function_name,
+                priority,
             )
 
         return specifier
@@ -370,7 +401,10 @@ class Docket:
                 total=total,
                 done=new_bitmap(total),
                 failed=new_bitmap(total),
-                then=[ThenTask(encode(task), task.key, task.when) for task in executions[i + 1]],
+                then=[
+                    ThenTask(encode(task), task.key, task.when, task.priority.level)
+                    for task in executions[i + 1]
+                ],
                 then_group=keys[i + 1] if i + 1 < count else None,
             )
             if await store.create(state_key(keys[i]), encode_state(state)) is None:
@@ -424,6 +458,7 @@ class Docket:
             call.kwargs,
             call.when,
             call.key,
+            call.priority,
         )
 
     async def schedule(self, execution: Execution) -> None:
@@ -545,6 +580,7 @@ class Docket:
         kwargs: dict[str, Any],
         when: datetime | None,
         key: str | None,
+        priority: Priority | None = None,
     ) -> Execution:
         return Execution(
             self.context,
@@ -555,6 +591,7 @@ class Docket:
             aware(when) if when is not None else datetime.now(UTC),
             attempt=1,
             function_name=function_name,
+            priority=priority,
         )
 
     def _refused(self, execution: Execution) -> bool:
@@ -578,7 +615,9 @@ class Docket:
         if check_strikes and self._refused(execution):
             return execution
         data = encode(execution)
-        subject, headers = placement(self.names, execution.key, execution.when)
+        subject, headers = placement(
+            self.names, execution.key, execution.when, execution.priority.level
+        )
         new_task_headers(self.names, execution.key, headers)
         if extra_headers:
             headers.update(extra_headers)
@@ -624,6 +663,7 @@ class Docket:
                 call.kwargs,
                 call.when,
                 call.key,
+                call.priority,
             )
             for call in calls
         ]
@@ -657,7 +697,15 @@ class _Scheduler:
     counts and, with a thousand adds in flight, scans and promotes.
     """
 
-    __slots__ = ("_docket", "_function", "_function_name", "_key", "_replace", "_when")
+    __slots__ = (
+        "_docket",
+        "_function",
+        "_function_name",
+        "_key",
+        "_priority",
+        "_replace",
+        "_when",
+    )
 
     def __init__(
         self,
@@ -667,8 +715,10 @@ class _Scheduler:
         when: datetime | None,
         key: str | None,
         replace: bool,
+        priority: Priority | None = None,
     ) -> None:
         self._docket = docket
+        self._priority = priority
         self._function = function
         self._function_name = function_name
         self._when = when
@@ -680,7 +730,13 @@ class _Scheduler:
         # add). The strike check stays in there, at the await, as before.
         docket = self._docket
         execution = docket._execution(  # pyright: ignore[reportPrivateUsage]
-            self._function, self._function_name, args, kwargs, self._when, self._key
+            self._function,
+            self._function_name,
+            args,
+            kwargs,
+            self._when,
+            self._key,
+            self._priority,
         )
         return docket._publish(  # pyright: ignore[reportPrivateUsage]
             execution, self._replace, check_strikes=True
