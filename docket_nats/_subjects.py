@@ -105,7 +105,6 @@ LEVELS: tuple[int, ...] = (
     LOW_LEVEL,
 )  # the order a worker prefers them in
 _RUN_TOKEN = {LOW_LEVEL: "run-low", NORMAL_LEVEL: "run", HIGH_LEVEL: "run-high"}
-_LEVEL_OF_TOKEN = {token: level for level, token in _RUN_TOKEN.items()}
 _CONSUMER_SUFFIX = {LOW_LEVEL: "-low", NORMAL_LEVEL: "", HIGH_LEVEL: "-high"}
 
 
@@ -207,10 +206,19 @@ class Names:
         """The runnable tasks of every level, highest first."""
         return [self.level_filter(level) for level in LEVELS]
 
+    @cached_property  # level_of runs a few times per task on the worker
+    def _level_prefixes(self) -> tuple[tuple[str, int], ...]:
+        return tuple(
+            (f"{self.prefix}.{_RUN_TOKEN[level]}.", level)
+            for level in (HIGH_LEVEL, LOW_LEVEL)  # NORMAL is what is left
+        )
+
     def level_of(self, subject: str) -> int:
         """The priority level of a run subject (NORMAL for any other subject)."""
-        parts = subject.split(".", 3)
-        return _LEVEL_OF_TOKEN.get(parts[2], NORMAL_LEVEL) if len(parts) > 3 else NORMAL_LEVEL
+        for prefix, level in self._level_prefixes:
+            if subject.startswith(prefix):
+                return level
+        return NORMAL_LEVEL
 
     @property
     def sched_filter(self) -> str:

@@ -52,13 +52,20 @@ class Mailbox:
 
     def pop(self) -> Msg:
         """The next message to start (IndexError when empty)."""
-        waiting = [queue for _, queue in self._levels if queue]
-        if not waiting:
+        chosen: deque[tuple[int, Msg]] | None = None
+        contested = False
+        for _, queue in self._levels:
+            if queue:
+                if chosen is not None:
+                    contested = True
+                    break
+                chosen = queue  # the highest level waiting
+        if chosen is None:
             raise IndexError("pop from an empty mailbox")
-        chosen = waiting[0]  # the highest level waiting
-        if len(waiting) > 1:
+        if contested:
             self._contested += 1
             if self._contested % STARVATION_SHARE == 0:
+                waiting = [queue for _, queue in self._levels if queue]
                 chosen = min(waiting, key=lambda queue: queue[0][0])
         self._size -= 1
         return chosen.popleft()[1]
