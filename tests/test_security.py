@@ -18,8 +18,9 @@ from typing import Any
 import nats
 import pytest
 
-from docket_nats import Docket, Worker
+from docket_nats import Docket, Priority, Worker
 from docket_nats._embedded import ServerProcess, free_port
+from docket_nats._subjects import LEVELS
 
 CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "secure" / "nats.conf"
 # The permissions in the config are written for the docket named "docket".
@@ -142,7 +143,25 @@ async def test_producer_adds_but_cannot_consume_or_delete(
     info = await admin.connection.js.stream_info(admin.names.stream)
     assert info.state.messages == 3
     consumers = [c.name for c in await admin.connection.js.consumers_info(admin.names.stream)]
-    assert consumers == [admin.names.consumer]
+    # Only the workers' own (one per priority level): no spy.
+    assert sorted(consumers) == sorted(admin.names.level_consumer(level) for level in LEVELS)
+
+
+async def test_producer_adds_at_every_priority(secure_server: ServerProcess, admin: Docket) -> None:
+    violations = Violations()
+    async with Docket(
+        NAME,
+        url=url(secure_server, "producer"),
+        connect_options=role_options("producer", violations),
+    ) as producer:
+        for n, priority in enumerate((Priority.LOW, Priority.NORMAL, Priority.HIGH)):
+            execution = await producer.add(noted, key=f"level-{n}", priority=priority)(n)
+            assert execution.disposition.name == "SCHEDULED"
+    info = await admin.connection.js.stream_info(admin.names.stream, subjects_filter=">")
+    assert sorted(info.state.subjects or {}) == sorted(
+        admin.names.run(f"level-{n}", level) for n, level in enumerate(sorted(LEVELS))
+    )
+    assert violations.messages == []
 
 
 async def test_worker_runs_tasks_but_cannot_strike(
