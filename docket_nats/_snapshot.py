@@ -16,7 +16,7 @@ import asyncio
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from nats.js.errors import NotFoundError
 
@@ -24,7 +24,7 @@ from ._groups import GroupInfo, list_groups
 from ._priority import priority_at
 from ._state_queries import apply
 from ._state_records import read_record
-from ._subjects import LEVELS, Names
+from ._subjects import LEVELS, SCHEDULE_TARGET, Names
 from ._wire import UndecodableMessage, decode_envelope
 from ._worker_registry import WorkerInfo, list_workers
 from .execution import Execution, ExecutionState, from_envelope, unknown_task
@@ -88,11 +88,7 @@ async def take_snapshot(docket: DocketContext, limit: int = 1000) -> DocketSnaps
         _walk_runnable(docket, info.state.first_seq, limit),
     )
     future: list[Execution] = [_execution(docket, message) for message in scheduled]
-    candidates = [
-        message
-        for message in queued_messages
-        if message[1] <= delivered[names.level_of(message[0])]
-    ]
+    candidates = [message for message in queued_messages if message[1] <= delivered[message[3]]]
     records = await asyncio.gather(*(read_record(docket, _key(m[0])) for m in candidates))
     running: list[RunningExecution] = []
     confirmed: set[int] = set()
@@ -139,7 +135,9 @@ async def clear(docket: DocketContext) -> int:
     return total
 
 
-Message = tuple[str, int, bytes]
+# Subject, stream sequence, body, and the priority level it runs at (a future
+# task's is its schedule target's).
+Message = tuple[str, int, bytes, int]
 
 
 async def _walk(
@@ -157,7 +155,9 @@ async def _walk(
         except NotFoundError:
             break
         assert message.seq is not None and message.subject is not None
-        found.append((message.subject, message.seq, message.data or b""))
+        headers = cast(dict[str, str], message.headers or {})  # nats-py leaves it untyped
+        level = docket.names.level_of(headers.get(SCHEDULE_TARGET, message.subject))
+        found.append((message.subject, message.seq, message.data or b"", level))
         sequence = message.seq + 1
     return found
 
@@ -193,7 +193,7 @@ def _key(subject: str) -> str:
 
 
 def _execution(docket: DocketContext, message: Message) -> Execution:
-    subject, _, data = message
+    subject, _, data, level = message
     key = _key(subject)
     scheduled = subject.startswith(f"{docket.names.prefix}.sched.")
     try:
@@ -201,8 +201,7 @@ def _execution(docket: DocketContext, message: Message) -> Execution:
     except UndecodableMessage:
         execution = Execution(docket, unknown_task("?"), (), {}, key, datetime.now(UTC), 1)
     execution.state = ExecutionState.SCHEDULED if scheduled else ExecutionState.QUEUED
-    if not scheduled:  # a future task's level is in its schedule's target, not read here
-        execution.priority = priority_at(docket.names.level_of(subject))
+    execution.priority = priority_at(level)
     return execution
 
 

@@ -339,3 +339,17 @@ async def test_a_stream_made_before_priorities_gains_the_level_subjects(
         async with quick_worker(docket) as worker:
             await worker.run_until_finished()
         assert await subjects_in_stream(docket) == []
+
+
+async def test_a_snapshot_lists_each_task_at_its_level(docket: Docket) -> None:
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    await docket.add(plain, when=later, key="future-high", priority=Priority.HIGH)()
+    await docket.add(plain, key="queued-low", priority=Priority.LOW)()
+    await docket.add(plain, key="queued-normal")()
+    snapshot = await docket.snapshot()
+    assert {execution.key: execution.priority for execution in snapshot.future} == {
+        "future-high": Priority.HIGH,
+        "queued-low": Priority.LOW,
+        "queued-normal": Priority.NORMAL,
+    }
+    assert (snapshot.scheduled_count, snapshot.queued_count) == (1, 2)
