@@ -110,9 +110,10 @@ def dead_stream_config(
 _LIMITS = ("max_msgs", "max_bytes", "discard")
 
 
-async def ensure_stream(js: JetStreamContext, config: api.StreamConfig) -> None:
+async def ensure_stream(js: JetStreamContext, config: api.StreamConfig) -> list[str]:
     """Create the stream, or bring an existing one's limits and subjects to `config`'s (the
-    last Docket opened with other limits sets them for everyone)."""
+    last Docket opened with other limits sets them for everyone). Returns the
+    subjects of `config` the stream still lacks (its update was refused)."""
     assert config.name is not None
     try:
         info = await js.stream_info(config.name)
@@ -133,12 +134,14 @@ async def ensure_stream(js: JetStreamContext, config: api.StreamConfig) -> None:
                 await js.update_stream(current)  # pyright: ignore[reportUnknownMemberType]
             except Exception as error:  # e.g. a producer without the permission
                 logger.warning("could not apply %s to stream %s: %r", wanted, config.name, error)
+                return missing
     except NotFoundError:
         try:
             await js.add_stream(config)  # pyright: ignore[reportUnknownMemberType]  (nats-py's **params are untyped)
         except BadRequestError:
             # Another process created it between our look and our create.
             await js.stream_info(config.name)
+    return []
 
 
 async def key_value_bucket(js: JetStreamContext, bucket: str, **config: Any) -> KeyValue:
@@ -163,6 +166,9 @@ class Connection:
     resolved: list[str] = field(default_factory=list[str])
     _reconnect_listeners: list[Callable[[], None]] = field(default_factory=list[Callable[[], None]])
     _local: bool = False
+    # Work stream subjects a stream made by an older version lacks, because this
+    # connection was not allowed to add them (the priority levels' run subjects).
+    missing_subjects: frozenset[str] = frozenset()
     # One JetStream context: publish_async keeps its pending futures on it.
     _js: JetStreamContext | None = None
     _publisher: Publisher | None = None
@@ -320,10 +326,11 @@ class Connection:
         self, names: Names, replicas: int, limits: DeadLetterLimits = DeadLetterLimits()
     ) -> None:
         js = self.js
-        await asyncio.gather(
+        missing, _ = await asyncio.gather(
             ensure_stream(js, work_stream_config(names, replicas)),
             ensure_stream(js, dead_stream_config(names, replicas, limits)),
         )
+        self.missing_subjects = frozenset(missing)
 
     async def close(self) -> None:
         client, self.client = self.client, None

@@ -52,6 +52,7 @@ from ._state_records import queued_or_scheduled, record_cancelled
 from ._strike_list import StrikeList
 from ._strike_rules import LiteralOperator, Operator
 from ._subjects import (
+    NORMAL_LEVEL,
     WRONG_LAST_SEQUENCE,
     Names,
 )
@@ -614,10 +615,11 @@ class Docket:
         `extra_headers` mark a group member."""
         if check_strikes and self._refused(execution):
             return execution
+        level = execution.priority.level
+        if self.connection.missing_subjects and level != NORMAL_LEVEL:
+            self._refuse_missing_level(level)
         data = encode(execution)
-        subject, headers = placement(
-            self.names, execution.key, execution.when, execution.priority.level
-        )
+        subject, headers = placement(self.names, execution.key, execution.when, level)
         new_task_headers(self.names, execution.key, headers)
         if extra_headers:
             headers.update(extra_headers)
@@ -649,6 +651,16 @@ class Docket:
         if replace:
             raise RuntimeError(f"could not replace {execution.key!r}: the key kept being re-added")
         return execution
+
+    def _refuse_missing_level(self, level: int) -> None:
+        subjects = self.names.level_filter(level)
+        if subjects in self.connection.missing_subjects:
+            raise RuntimeError(
+                f"stream {self.names.stream} was made before priorities and lacks "
+                f"{subjects}; this connection may not update it: open the docket once "
+                "as a user allowed to ($JS.API.STREAM.UPDATE), e.g. the admin, to add "
+                "the priority levels' subjects"
+            )
 
     async def _publish_many(
         self, calls: Iterable[TaskCall], replace: bool, chunk_size: int | None
