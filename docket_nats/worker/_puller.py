@@ -64,7 +64,8 @@ class Puller(Actor):
         self.requested = dict.fromkeys(LEVELS, 0)
         self._stopped = False  # the worker is stopping
         self._paused = False  # the worker is fenced
-        self.last_heard = time.monotonic()
+        # Per level: another level's heartbeats must not hide a dead request.
+        self.last_heard = dict.fromkeys(LEVELS, time.monotonic())
         self._inbox = nc.new_inbox()
         self._new_inbox = False
 
@@ -146,25 +147,28 @@ class Puller(Actor):
                 "expires": int(PULL_EXPIRES * 1e9),
                 "idle_heartbeat": int(IDLE_HEARTBEAT * 1e9),
             }
-            if not any(self.requested.values()):
-                self.last_heard = time.monotonic()
+            if requested == 0:
+                self.last_heard[level] = time.monotonic()
             self.requested[level] = requested + wanted
             await self.nc.publish(
                 self.subjects[level], json.dumps(request).encode(), reply=f"{self._inbox}.{level}"
             )
 
     def _check_silence(self) -> None:
-        # Two missed heartbeats: the request died with a connection or a server.
-        if any(self.requested.values()) and time.monotonic() - self.last_heard > 2 * IDLE_HEARTBEAT:
-            logger.debug("pull request went silent; asking again")
-            self._forget_requests()
+        # Two missed heartbeats: the request died with a connection or a server
+        # (or with its consumer's leader, the other levels' living on).
+        now = time.monotonic()
+        for level in LEVELS:
+            if self.requested[level] and now - self.last_heard[level] > 2 * IDLE_HEARTBEAT:
+                logger.debug("pull request went silent; asking again")
+                self.requested[level] = 0
 
     async def _on_message(self, msg: Msg) -> None:
-        self.last_heard = time.monotonic()
         headers = msg.headers
         status = headers.get(STATUS) if headers else None
         if status is None:  # a task: it carries its own subject, naming its level
             level = self.names.level_of(msg.subject)
+            self.last_heard[level] = time.monotonic()
             self.requested[level] = max(0, self.requested[level] - 1)
             if self.pulling:
                 self.slots.take(level)
@@ -172,9 +176,13 @@ class Puller(Actor):
             else:
                 await self.refuse(msg)
             return
+        answered = _level_of_reply(msg.subject)  # a status comes to `<inbox>.<level>`
+        if answered is None:  # not an answer to one of our requests
+            return
+        level = answered
+        self.last_heard[level] = time.monotonic()
         if status == "100":  # idle heartbeat (or flow control): the request is alive
             return
-        level = _level_of_reply(msg.subject)  # a status comes to `<inbox>.<level>`
         assert headers is not None
         pending = headers.get(PENDING_MESSAGES)
         if pending is not None:
@@ -187,9 +195,12 @@ class Puller(Actor):
         self.slots.changed.set()
 
 
-def _level_of_reply(subject: str) -> int:
-    """The level a reply to `<inbox>.<level>` answers."""
-    return int(subject.rpartition(".")[2])
+_REPLY_LEVELS = {str(level): level for level in LEVELS}
+
+
+def _level_of_reply(subject: str) -> int | None:
+    """The level a reply to `<inbox>.<level>` answers (None: no level of ours)."""
+    return _REPLY_LEVELS.get(subject.rpartition(".")[2])
 
 
 async def _quietly_unsubscribe(subscription: Subscription) -> None:
