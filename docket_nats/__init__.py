@@ -9,6 +9,7 @@ from . import docket as _docket_module
 from . import tasks, testing
 from ._execution_progress import ExecutionProgress
 from ._groups import Group, GroupProgress, MemberOutcome
+from ._priority import Priority
 from ._queue_bound import QueueFull
 from ._snapshot import DocketSnapshot, RunningExecution
 from ._strike_list import StrikeList
@@ -82,6 +83,7 @@ __all__ = [
     "Logged",
     "MemberOutcome",
     "Perpetual",
+    "Priority",
     "Progress",
     "QueueFull",
     "RateLimit",

@@ -79,7 +79,7 @@ def work_stream_config(names: Names, replicas: int) -> api.StreamConfig:
     # and discard "old" drops the oldest message, a live task, without a word.
     return api.StreamConfig(
         name=names.stream,
-        subjects=[f"{names.prefix}.sched.>", f"{names.prefix}.run.>"],
+        subjects=[names.sched_filter, *names.run_filters],
         retention=api.RetentionPolicy.WORK_QUEUE,
         storage=api.StorageType.FILE,
         num_replicas=replicas,
@@ -110,30 +110,38 @@ def dead_stream_config(
 _LIMITS = ("max_msgs", "max_bytes", "discard")
 
 
-async def ensure_stream(js: JetStreamContext, config: api.StreamConfig) -> None:
-    """Create the stream, or bring an existing one's limits to `config`'s (the
-    last Docket opened with other limits sets them for everyone)."""
+async def ensure_stream(js: JetStreamContext, config: api.StreamConfig) -> list[str]:
+    """Create the stream, or bring an existing one's limits and subjects to `config`'s (the
+    last Docket opened with other limits sets them for everyone). Returns the
+    subjects of `config` the stream still lacks (its update was refused)."""
     assert config.name is not None
     try:
         info = await js.stream_info(config.name)
         current = info.config
-        wanted = {name: getattr(config, name) for name in _LIMITS}
+        wanted: dict[str, Any] = {name: getattr(config, name) for name in _LIMITS}
         wanted = {name: value for name, value in wanted.items() if value is not None}
+        # A stream made before priorities lacks the other levels' run subjects:
+        # adding them is the whole migration (its consumer stays NORMAL's).
+        missing = [
+            subject for subject in config.subjects or [] if subject not in (current.subjects or [])
+        ]
+        if missing:
+            wanted["subjects"] = [*(current.subjects or []), *missing]
         if any(getattr(current, name) != value for name, value in wanted.items()):
             for name, value in wanted.items():
                 setattr(current, name, value)
             try:
                 await js.update_stream(current)  # pyright: ignore[reportUnknownMemberType]
             except Exception as error:  # e.g. a producer without the permission
-                logger.warning(
-                    "could not apply the limits %s to stream %s: %r", wanted, config.name, error
-                )
+                logger.warning("could not apply %s to stream %s: %r", wanted, config.name, error)
+                return missing
     except NotFoundError:
         try:
             await js.add_stream(config)  # pyright: ignore[reportUnknownMemberType]  (nats-py's **params are untyped)
         except BadRequestError:
             # Another process created it between our look and our create.
             await js.stream_info(config.name)
+    return []
 
 
 async def key_value_bucket(js: JetStreamContext, bucket: str, **config: Any) -> KeyValue:
@@ -161,6 +169,9 @@ class Connection:
         default_factory=list[Callable[[], Awaitable[None]]]
     )
     _local: bool = False
+    # Work stream subjects a stream made by an older version lacks, because this
+    # connection was not allowed to add them (the priority levels' run subjects).
+    missing_subjects: frozenset[str] = frozenset()
     # One JetStream context: publish_async keeps its pending futures on it.
     _js: JetStreamContext | None = None
     _publisher: Publisher | None = None
@@ -341,10 +352,11 @@ class Connection:
         self, names: Names, replicas: int, limits: DeadLetterLimits = DeadLetterLimits()
     ) -> None:
         js = self.js
-        await asyncio.gather(
+        missing, _ = await asyncio.gather(
             ensure_stream(js, work_stream_config(names, replicas)),
             ensure_stream(js, dead_stream_config(names, replicas, limits)),
         )
+        self.missing_subjects = frozenset(missing)
 
     async def close(self) -> None:
         client, self.client = self.client, None

@@ -51,6 +51,7 @@ from ._subjects import (
     LAST_SEQUENCE,
     MSG_ID,
     NATS_SUBJECT,
+    NORMAL_LEVEL,
     NUM_PENDING,
     STATUS,
     WRONG_LAST_SEQUENCE,
@@ -114,10 +115,12 @@ class GroupProgress:
 class ThenTask(msgspec.Struct, array_like=True):
     """A task a group publishes once all its members have ended."""
 
-    # Its envelope without the outcomes, its key and due time.
+    # Its envelope without the outcomes, its key and due time, and its priority
+    # level (added last with a default: records written before priorities read).
     envelope: bytes
     key: str
     when: datetime
+    level: int = NORMAL_LEVEL
 
 
 @dataclass(frozen=True)
@@ -429,7 +432,7 @@ async def publish_then(store: GroupStore, group: str, state: GroupState) -> None
     async def one(index: int, task: ThenTask) -> None:
         envelope = decode_envelope(task.envelope)
         envelope.kwargs[OUTCOMES_PARAMETER] = outcomes
-        subject, headers = placement(names, task.key, task.when)
+        subject, headers = placement(names, task.key, task.when, task.level)
         new_task_headers(names, task.key, headers)
         headers[MSG_ID] = then_message_id(group, index)
         headers[GROUP_THEN] = group

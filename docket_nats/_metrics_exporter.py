@@ -31,6 +31,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from ._metrics import multiprocess_directory
+from ._subjects import LEVELS
 
 if TYPE_CHECKING:
     from .docket import Docket
@@ -51,12 +52,16 @@ async def depths(docket: Docket) -> dict[str, dict[str, int]]:
     """Queue depth, schedule depth and consumer lag from JetStream; strikes in effect."""
     js = docket.connection.js
     info = await js.stream_info(docket.names.stream)
-    try:
-        consumer = await js.consumer_info(docket.names.stream, docket.names.consumer)
-        lag = consumer.num_pending or 0
-        runnable = lag + (consumer.num_ack_pending or 0)
-    except NotFoundError:
-        lag = runnable = 0
+    lag = runnable = 0
+    for level in LEVELS:  # one consumer per priority level
+        try:
+            consumer = await js.consumer_info(
+                docket.names.stream, docket.names.level_consumer(level)
+            )
+        except NotFoundError:
+            continue
+        lag += consumer.num_pending or 0
+        runnable += (consumer.num_pending or 0) + (consumer.num_ack_pending or 0)
     name = docket.name
     return {
         "docket_queue_depth": {name: runnable},

@@ -1,12 +1,13 @@
 """`Docket.snapshot()` and `Docket.clear()`: what the docket holds, at scale.
 
 Counts come from the server's bookkeeping, never from reading every task: the
-work stream's message count (scheduled + runnable), and the workers' consumer's
-`num_pending` (runnable, not yet delivered) and `num_ack_pending` (delivered,
-not yet acked). Only a bounded number of tasks (`limit`) of each kind is listed,
-one stream read each. A runnable message at or below the consumer's delivered
-sequence is held by a worker; it counts as running when that worker's state
-record says so (otherwise it is prefetched or waiting for redelivery: queued).
+work stream's message count (scheduled + runnable), and the workers' consumers'
+(one per priority level) `num_pending` (runnable, not yet delivered) and
+`num_ack_pending` (delivered, not yet acked). Only a bounded number of tasks
+(`limit`) of each kind is listed, one stream read each. A runnable message at
+or below its level's consumer's delivered sequence is held by a worker; it
+counts as running when that worker's state record says so (otherwise it is
+prefetched or waiting for redelivery: queued).
 """
 
 from __future__ import annotations
@@ -15,14 +16,15 @@ import asyncio
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from nats.js.errors import NotFoundError
 
 from ._groups import GroupInfo, list_groups
+from ._priority import priority_at
 from ._state_queries import apply
 from ._state_records import read_record
-from ._subjects import Names
+from ._subjects import LEVELS, SCHEDULE_TARGET, Names
 from ._wire import UndecodableMessage, decode_envelope
 from ._worker_registry import WorkerInfo, list_workers
 from .execution import Execution, ExecutionState, from_envelope, unknown_task
@@ -62,26 +64,31 @@ async def take_snapshot(docket: DocketContext, limit: int = 1000) -> DocketSnaps
     names = docket.names
     js = docket.connection.js
     taken = datetime.now(UTC)
-    info, consumer, workers, groups = await asyncio.gather(
+    info, consumers, workers, groups = await asyncio.gather(
         js.stream_info(names.stream),
-        _consumer(docket),
+        asyncio.gather(*(_consumer(docket, level) for level in LEVELS)),
         list_workers(docket.connection.js, docket.names, docket.replicas),
         list_groups(docket, limit),
     )
     total = info.state.messages
-    if consumer is not None:
-        delivered = consumer.delivered.stream_seq if consumer.delivered else 0
-        undelivered = consumer.num_pending or 0
-        held = consumer.num_ack_pending or 0
-    else:  # no worker ever ran: nothing is delivered
-        delivered, undelivered, held = 0, await _count(docket, names.run_filter), 0
+    # Per priority level: each has its own consumer.
+    delivered: dict[int, int] = {}
+    undelivered = held = 0
+    for level, consumer in zip(LEVELS, consumers, strict=True):
+        if consumer is not None:
+            delivered[level] = consumer.delivered.stream_seq if consumer.delivered else 0
+            undelivered += consumer.num_pending or 0
+            held += consumer.num_ack_pending or 0
+        else:  # no worker ever ran: nothing is delivered
+            delivered[level] = 0
+            undelivered += await _count(docket, names.level_filter(level))
     runnable = undelivered + held
     scheduled, queued_messages = await asyncio.gather(
         _walk(docket, names.sched_filter, info.state.first_seq, limit),
-        _walk(docket, names.run_filter, info.state.first_seq, limit),
+        _walk_runnable(docket, info.state.first_seq, limit),
     )
     future: list[Execution] = [_execution(docket, message) for message in scheduled]
-    candidates = [message for message in queued_messages if message[1] <= delivered]
+    candidates = [message for message in queued_messages if message[1] <= delivered[message[3]]]
     records = await asyncio.gather(*(read_record(docket, _key(m[0])) for m in candidates))
     running: list[RunningExecution] = []
     confirmed: set[int] = set()
@@ -123,12 +130,14 @@ async def clear(docket: DocketContext) -> int:
     """
     names = docket.names
     total = 0
-    for subject_filter in (names.sched_filter, names.run_filter):
+    for subject_filter in (names.sched_filter, *names.run_filters):
         total += await docket.connection.purge(names.stream, subject_filter)
     return total
 
 
-Message = tuple[str, int, bytes]
+# Subject, stream sequence, body, and the priority level it runs at (a future
+# task's is its schedule target's).
+Message = tuple[str, int, bytes, int]
 
 
 async def _walk(
@@ -146,14 +155,28 @@ async def _walk(
         except NotFoundError:
             break
         assert message.seq is not None and message.subject is not None
-        found.append((message.subject, message.seq, message.data or b""))
+        headers = cast(dict[str, str], message.headers or {})  # nats-py leaves it untyped
+        level = docket.names.level_of(headers.get(SCHEDULE_TARGET, message.subject))
+        found.append((message.subject, message.seq, message.data or b"", level))
         sequence = message.seq + 1
     return found
 
 
-async def _consumer(docket: DocketContext) -> Any:
+async def _walk_runnable(docket: DocketContext, start: int, limit: int) -> list[Message]:
+    """Up to `limit` runnable messages of every priority level, oldest first."""
+    levels = await asyncio.gather(
+        *(
+            _walk(docket, subject_filter, start, limit)
+            for subject_filter in docket.names.run_filters
+        )
+    )
+    return sorted((message for level in levels for message in level), key=lambda m: m[1])[:limit]
+
+
+async def _consumer(docket: DocketContext, level: int) -> Any:
+    names = docket.names
     try:
-        return await docket.connection.js.consumer_info(docket.names.stream, docket.names.consumer)
+        return await docket.connection.js.consumer_info(names.stream, names.level_consumer(level))
     except NotFoundError:
         return None
 
@@ -170,7 +193,7 @@ def _key(subject: str) -> str:
 
 
 def _execution(docket: DocketContext, message: Message) -> Execution:
-    subject, _, data = message
+    subject, _, data, level = message
     key = _key(subject)
     scheduled = subject.startswith(f"{docket.names.prefix}.sched.")
     try:
@@ -178,6 +201,7 @@ def _execution(docket: DocketContext, message: Message) -> Execution:
     except UndecodableMessage:
         execution = Execution(docket, unknown_task("?"), (), {}, key, datetime.now(UTC), 1)
     execution.state = ExecutionState.SCHEDULED if scheduled else ExecutionState.QUEUED
+    execution.priority = priority_at(level)
     return execution
 
 

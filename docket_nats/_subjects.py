@@ -4,6 +4,9 @@ Per docket name N (see docs/architecture.md):
 
     docket.N.sched.<key>   future tasks (NATS message schedules fire them)   stream DOCKET_N
     docket.N.run.<key>     runnable tasks, pulled by the workers' consumer    stream DOCKET_N
+    docket.N.run-high.<key>, docket.N.run-low.<key>
+                           runnable tasks of priority HIGH / LOW, each level with
+                           its own consumer (workers-high, workers-low)
     docket.N.dead.<key>    what can never run, with the reason                stream DOCKET_N_DEAD
     docket.N.cancel.<key>  core NATS: an empty body cancels the running task and
                            held copies (docket.cancel); a stream sequence voids
@@ -90,6 +93,21 @@ def consumer_next_api(stream: str, consumer: str) -> str:
     return f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
 
 
+# -- Priority levels ---------------------------------------------------------------
+# One run subject (and one pull consumer) per level: JetStream delivers a consumer's
+# messages in stream order, so a level sharing a subject with another would queue
+# behind its backlog. NORMAL keeps the names of the version before priorities, so
+# an existing stream and consumer carry on as its level.
+LOW_LEVEL, NORMAL_LEVEL, HIGH_LEVEL = 0, 1, 2
+LEVELS: tuple[int, ...] = (
+    HIGH_LEVEL,
+    NORMAL_LEVEL,
+    LOW_LEVEL,
+)  # the order a worker prefers them in
+_RUN_TOKEN = {LOW_LEVEL: "run-low", NORMAL_LEVEL: "run", HIGH_LEVEL: "run-high"}
+_CONSUMER_SUFFIX = {LOW_LEVEL: "-low", NORMAL_LEVEL: "", HIGH_LEVEL: "-high"}
+
+
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _PLAIN = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 # fullmatch, not match with "$": "$" also matches before a trailing newline.
@@ -169,11 +187,38 @@ class Names:
 
     @property
     def consumer(self) -> str:
+        """The NORMAL level's consumer (the one consumer before priorities)."""
         return "workers"
+
+    def level_consumer(self, level: int) -> str:
+        return f"workers{_CONSUMER_SUFFIX[level]}"
 
     @property
     def run_filter(self) -> str:
+        """The NORMAL level's runnable tasks."""
         return f"{self.prefix}.run.>"
+
+    def level_filter(self, level: int) -> str:
+        return f"{self.prefix}.{_RUN_TOKEN[level]}.>"
+
+    @property
+    def run_filters(self) -> list[str]:
+        """The runnable tasks of every level, highest first."""
+        return [self.level_filter(level) for level in LEVELS]
+
+    @cached_property  # level_of runs a few times per task on the worker
+    def _level_prefixes(self) -> tuple[tuple[str, int], ...]:
+        return tuple(
+            (f"{self.prefix}.{_RUN_TOKEN[level]}.", level)
+            for level in (HIGH_LEVEL, LOW_LEVEL)  # NORMAL is what is left
+        )
+
+    def level_of(self, subject: str) -> int:
+        """The priority level of a run subject (NORMAL for any other subject)."""
+        for prefix, level in self._level_prefixes:
+            if subject.startswith(prefix):
+                return level
+        return NORMAL_LEVEL
 
     @property
     def sched_filter(self) -> str:
@@ -187,8 +232,8 @@ class Names:
     def cancel_filter(self) -> str:
         return f"{self.prefix}.cancel.>"
 
-    def run(self, key: str) -> str:
-        return f"{self.prefix}.run.{encode_key(key)}"
+    def run(self, key: str, level: int = NORMAL_LEVEL) -> str:
+        return f"{self.prefix}.{_RUN_TOKEN[level]}.{encode_key(key)}"
 
     def sched(self, key: str) -> str:
         return f"{self.prefix}.sched.{encode_key(key)}"

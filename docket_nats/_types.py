@@ -1,6 +1,7 @@
 """The base types every layer shares: states, dispositions, events, a task call.
 
-Nothing here imports from the rest of the package, so any module may use them
+Nothing here imports from the rest of the package at run time (`Priority` is only
+named in an annotation), so any module may use them
 (`execution`, `dependencies` and the package re-export them under docket's names).
 """
 
@@ -10,7 +11,10 @@ import enum
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal, Protocol, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypedDict
+
+if TYPE_CHECKING:
+    from ._priority import Priority
 
 TaskFunction = Callable[..., Awaitable[Any]] | Callable[..., Any]
 
@@ -75,6 +79,8 @@ class TaskCall:
     key: str
     when: datetime
     function_name: str | None = None
+    # An extension: overrides the function's declared Priority (None: keep it).
+    priority: Priority | None = None
 
 
 @dataclass(slots=True)

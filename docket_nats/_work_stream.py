@@ -1,7 +1,9 @@
 """Publishing a task to the work stream: where it goes, and handing a key over.
 
-A task due now goes to `docket.N.run.<key>`; one due later to
-`docket.N.sched.<key>` with a NATS message schedule. Every publish carries the
+A task due now goes to its priority level's run subject (`docket.N.run.<key>`
+for NORMAL, `run-high` / `run-low` for the others); one due later to
+`docket.N.sched.<key>` with a NATS message schedule that fires it onto that
+run subject. Every publish carries the
 key's expected last sequence (docs/architecture.md): 0 for a new task, so a
 taken key is refused atomically, or the running message's own sequence for its
 successor (`reschedule`), so the key passes from a run to its next one with no
@@ -20,6 +22,7 @@ from ._subjects import (
     EXPECTED_LAST_SUBJECT_SEQUENCE,
     EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT,
     GROUP_HEADERS,
+    NORMAL_LEVEL,
     SCHEDULE,
     SCHEDULE_TARGET,
     WRONG_LAST_SEQUENCE,
@@ -37,8 +40,11 @@ def schedule_time(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def placement(names: Names, key: str, when: datetime) -> tuple[str, dict[str, str]]:
-    """The subject and schedule headers for a task of `key` due at `when`.
+def placement(
+    names: Names, key: str, when: datetime, level: int = NORMAL_LEVEL
+) -> tuple[str, dict[str, str]]:
+    """The subject and schedule headers for a task of `key` due at `when`, to
+    run at priority `level`.
 
     A future task fires SCHEDULE_LEAD early and carries its due time; the
     worker holds it until then (worker/_early_hold.py). The server's
@@ -47,13 +53,13 @@ def placement(names: Names, key: str, when: datetime) -> tuple[str, dict[str, st
     """
     now = datetime.now(UTC)
     if when <= now:
-        return names.run(key), {}
+        return names.run(key, level), {}
     headers = {DOCKET_WHEN: f"{when.timestamp():.6f}"}
     fire = when - SCHEDULE_LEAD
     if fire <= now:
-        return names.run(key), headers
+        return names.run(key, level), headers
     headers[SCHEDULE] = f"@at {schedule_time(fire)}"
-    headers[SCHEDULE_TARGET] = names.run(key)
+    headers[SCHEDULE_TARGET] = names.run(key, level)
     return names.sched(key), headers
 
 
@@ -110,8 +116,9 @@ async def reschedule(
         when,
         attempt,
         execution.function_name,
+        priority=execution.priority,
     )
-    subject, headers = placement(context.names, execution.key, when)
+    subject, headers = placement(context.names, execution.key, when, execution.priority.level)
     headers[EXPECTED_LAST_SUBJECT_SEQUENCE] = str(message.metadata.sequence.stream)
     headers[EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT] = context.names.any_state(execution.key)
     # A group member's (or callback's) next run still belongs to its group.

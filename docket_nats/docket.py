@@ -45,6 +45,7 @@ from ._groups import (
 from ._keys import new_key
 from ._metrics import docket_labels, task_labels
 from ._metrics import registry as metrics
+from ._priority import Priority
 from ._queue_bound import QueueBound, QueueLimits
 from ._snapshot import DocketSnapshot, clear, take_snapshot
 from ._state_records import ensure_bucket as ensure_execution_bucket
@@ -52,6 +53,7 @@ from ._state_records import queued_or_scheduled, read_record, record_cancelled
 from ._strike_list import StrikeList
 from ._strike_rules import LiteralOperator, Operator
 from ._subjects import (
+    NORMAL_LEVEL,
     WRONG_LAST_SEQUENCE,
     Names,
 )
@@ -223,11 +225,18 @@ class Docket:
         function: Callable[P, Awaitable[R]] | Callable[P, R],
         when: datetime | None = None,
         key: str | None = None,
+        *,
+        priority: Priority | None = None,
     ) -> Callable[P, Awaitable[Execution]]: ...
 
     @overload
     def add(
-        self, function: str, when: datetime | None = None, key: str | None = None
+        self,
+        function: str,
+        when: datetime | None = None,
+        key: str | None = None,
+        *,
+        priority: Priority | None = None,
     ) -> Callable[..., Awaitable[Execution]]: ...
 
     def add(
@@ -235,10 +244,16 @@ class Docket:
         function: TaskFunction | str,
         when: datetime | None = None,
         key: str | None = None,
+        *,
+        priority: Priority | None = None,
     ) -> Callable[..., Awaitable[Execution]]:
-        """Schedule `function` now or at `when`; a live `key` is left as it is."""
+        """Schedule `function` now or at `when`; a live `key` is left as it is.
+
+        `priority` (an extension) overrides the function's declared Priority."""
         resolved, function_name = self._resolve(function)
-        return _Scheduler(self, resolved, function_name, when, key, replace=False)
+        return _Scheduler(
+            self, resolved, function_name, when, key, replace=False, priority=priority
+        )
 
     @overload
     def replace(
@@ -246,19 +261,26 @@ class Docket:
         function: Callable[P, Awaitable[R]] | Callable[P, R],
         when: datetime,
         key: str,
+        *,
+        priority: Priority | None = None,
     ) -> Callable[P, Awaitable[Execution]]: ...
 
     @overload
     def replace(
-        self, function: str, when: datetime, key: str
+        self, function: str, when: datetime, key: str, *, priority: Priority | None = None
     ) -> Callable[..., Awaitable[Execution]]: ...
 
     def replace(
-        self, function: TaskFunction | str, when: datetime, key: str
+        self,
+        function: TaskFunction | str,
+        when: datetime,
+        key: str,
+        *,
+        priority: Priority | None = None,
     ) -> Callable[..., Awaitable[Execution]]:
         """Schedule `function` under `key`, replacing whatever is scheduled or queued there."""
         resolved, function_name = self._resolve(function)
-        return _Scheduler(self, resolved, function_name, when, key, replace=True)
+        return _Scheduler(self, resolved, function_name, when, key, replace=True, priority=priority)
 
     @overload
     def call(
@@ -266,11 +288,18 @@ class Docket:
         function: Callable[P, Awaitable[R]] | Callable[P, R],
         when: datetime | None = None,
         key: str | None = None,
+        *,
+        priority: Priority | None = None,
     ) -> Callable[P, TaskCall]: ...
 
     @overload
     def call(
-        self, function: str, when: datetime | None = None, key: str | None = None
+        self,
+        function: str,
+        when: datetime | None = None,
+        key: str | None = None,
+        *,
+        priority: Priority | None = None,
     ) -> Callable[..., TaskCall]: ...
 
     def call(
@@ -278,6 +307,8 @@ class Docket:
         function: TaskFunction | str,
         when: datetime | None = None,
         key: str | None = None,
+        *,
+        priority: Priority | None = None,
     ) -> Callable[..., TaskCall]:
         """Describe one task call, for `add_many` / `replace_many`."""
         resolved, function_name = self._resolve(function)
@@ -290,6 +321,7 @@ class Docket:
                 key if key is not None else new_key(),
                 aware(when) if when is not None else datetime.now(UTC),
                 function_name,
+                priority,
             )
 
         return specifier
@@ -392,7 +424,10 @@ class Docket:
                 total=total,
                 done=new_bitmap(total),
                 failed=new_bitmap(total),
-                then=[ThenTask(encode(task), task.key, task.when) for task in executions[i + 1]],
+                then=[
+                    ThenTask(encode(task), task.key, task.when, task.priority.level)
+                    for task in executions[i + 1]
+                ],
                 then_group=keys[i + 1] if i + 1 < count else None,
             )
             if await store.create(state_key(keys[i]), encode_state(state)) is None:
@@ -446,6 +481,7 @@ class Docket:
             call.kwargs,
             call.when,
             call.key,
+            call.priority,
         )
 
     async def schedule(self, execution: Execution) -> None:
@@ -615,6 +651,7 @@ class Docket:
         kwargs: dict[str, Any],
         when: datetime | None,
         key: str | None,
+        priority: Priority | None = None,
     ) -> Execution:
         return Execution(
             self.context,
@@ -625,6 +662,7 @@ class Docket:
             aware(when) if when is not None else datetime.now(UTC),
             attempt=1,
             function_name=function_name,
+            priority=priority,
         )
 
     def _refused(self, execution: Execution) -> bool:
@@ -647,11 +685,14 @@ class Docket:
         `extra_headers` mark a group member."""
         if check_strikes and self._refused(execution):
             return execution
+        level = execution.priority.level
+        if self.connection.missing_subjects and level != NORMAL_LEVEL:
+            self._refuse_missing_level(level)
         data = encode(execution)
         # The admission limit (QueueFull); no I/O unless the stream looks full.
         if not self.queue_bound.admit(len(data)):
             await self.queue_bound.confirm(len(data))
-        subject, headers = placement(self.names, execution.key, execution.when)
+        subject, headers = placement(self.names, execution.key, execution.when, level)
         new_task_headers(self.names, execution.key, headers)
         if extra_headers:
             headers.update(extra_headers)
@@ -684,6 +725,16 @@ class Docket:
             raise RuntimeError(f"could not replace {execution.key!r}: the key kept being re-added")
         return execution
 
+    def _refuse_missing_level(self, level: int) -> None:
+        subjects = self.names.level_filter(level)
+        if subjects in self.connection.missing_subjects:
+            raise RuntimeError(
+                f"stream {self.names.stream} was made before priorities and lacks "
+                f"{subjects}; this connection may not update it: open the docket once "
+                "as a user allowed to ($JS.API.STREAM.UPDATE), e.g. the admin, to add "
+                "the priority levels' subjects"
+            )
+
     async def _publish_many(
         self, calls: Iterable[TaskCall], replace: bool, chunk_size: int | None
     ) -> list[Execution]:
@@ -697,6 +748,7 @@ class Docket:
                 call.kwargs,
                 call.when,
                 call.key,
+                call.priority,
             )
             for call in calls
         ]
@@ -730,7 +782,15 @@ class _Scheduler:
     counts and, with a thousand adds in flight, scans and promotes.
     """
 
-    __slots__ = ("_docket", "_function", "_function_name", "_key", "_replace", "_when")
+    __slots__ = (
+        "_docket",
+        "_function",
+        "_function_name",
+        "_key",
+        "_priority",
+        "_replace",
+        "_when",
+    )
 
     def __init__(
         self,
@@ -740,8 +800,10 @@ class _Scheduler:
         when: datetime | None,
         key: str | None,
         replace: bool,
+        priority: Priority | None = None,
     ) -> None:
         self._docket = docket
+        self._priority = priority
         self._function = function
         self._function_name = function_name
         self._when = when
@@ -753,7 +815,13 @@ class _Scheduler:
         # add). The strike check stays in there, at the await, as before.
         docket = self._docket
         execution = docket._execution(  # pyright: ignore[reportPrivateUsage]
-            self._function, self._function_name, args, kwargs, self._when, self._key
+            self._function,
+            self._function_name,
+            args,
+            kwargs,
+            self._when,
+            self._key,
+            self._priority,
         )
         return docket._publish(  # pyright: ignore[reportPrivateUsage]
             execution, self._replace, check_strikes=True

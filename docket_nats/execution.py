@@ -13,6 +13,7 @@ from nats.aio.msg import Msg
 from . import _state_queries as state_queries
 from ._context import DocketContext, HasContext, context_of
 from ._execution_progress import ExecutionProgress
+from ._priority import Priority, priority_at, priority_of
 from ._signatures import compact_signature, get_signature
 from ._state_records import read_record, read_work
 from ._types import (
@@ -44,6 +45,7 @@ class Execution:
         attempt: int,
         function_name: str | None = None,
         message: Msg | None = None,
+        priority: Priority | None = None,
     ) -> None:
         self._docket = context_of(docket)
         self._function = function
@@ -59,6 +61,9 @@ class Execution:
         # The JetStream message this run came from (worker side only): its
         # stream sequence is what a reschedule hands the key over from.
         self.message = message
+        # An extension of docket's Execution: the function's declared priority
+        # unless the call (or the message it came from) says otherwise.
+        self.priority = priority if priority is not None else priority_of(function)
         # Lifecycle, as workers record it (see _state_records.py); refreshed by sync().
         self.state = ExecutionState.SCHEDULED
         self.worker: str | None = None
@@ -247,6 +252,7 @@ def from_envelope(
         envelope.attempt,
         function_name=envelope.function,
         message=message,
+        priority=priority_at(docket.names.level_of(message.subject)) if message else None,
     )
 
 

@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, list[str]]] = [
         "base",
         [
             "_types", "_subjects", "_keys", "_wire", "_signatures", "_embedded",
-            "_metrics", "_results", "_strike_rules", "_settings", "annotations",
+            "_metrics", "_results", "_strike_rules", "_settings", "annotations", "_priority",
         ],
     ),
     ("transport", ["_publisher", "_connection"]),

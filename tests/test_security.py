@@ -17,9 +17,11 @@ from typing import Any
 
 import nats
 import pytest
+from nats.js import api
 
-from docket_nats import Docket, Worker
+from docket_nats import Docket, Priority, Worker
 from docket_nats._embedded import ServerProcess, free_port
+from docket_nats._subjects import LEVELS
 
 CONFIG = Path(__file__).resolve().parent.parent / "deploy" / "secure" / "nats.conf"
 # The permissions in the config are written for the docket named "docket".
@@ -142,7 +144,25 @@ async def test_producer_adds_but_cannot_consume_or_delete(
     info = await admin.connection.js.stream_info(admin.names.stream)
     assert info.state.messages == 3
     consumers = [c.name for c in await admin.connection.js.consumers_info(admin.names.stream)]
-    assert consumers == [admin.names.consumer]
+    # Only the workers' own (one per priority level): no spy.
+    assert sorted(consumers) == sorted(admin.names.level_consumer(level) for level in LEVELS)
+
+
+async def test_producer_adds_at_every_priority(secure_server: ServerProcess, admin: Docket) -> None:
+    violations = Violations()
+    async with Docket(
+        NAME,
+        url=url(secure_server, "producer"),
+        connect_options=role_options("producer", violations),
+    ) as producer:
+        for n, priority in enumerate((Priority.LOW, Priority.NORMAL, Priority.HIGH)):
+            execution = await producer.add(noted, key=f"level-{n}", priority=priority)(n)
+            assert execution.disposition.name == "SCHEDULED"
+    info = await admin.connection.js.stream_info(admin.names.stream, subjects_filter=">")
+    assert sorted(info.state.subjects or {}) == sorted(
+        admin.names.run(f"level-{n}", level) for n, level in enumerate(sorted(LEVELS))
+    )
+    assert violations.messages == []
 
 
 async def test_worker_runs_tasks_but_cannot_strike(
@@ -167,3 +187,35 @@ async def test_worker_runs_tasks_but_cannot_strike(
         await violations.wait_for("$KV.docket-docket-strikes")
     # The admin may strike.
     await admin.strike("noted")
+
+
+async def test_a_producer_that_may_not_migrate_an_old_stream_is_told_so(
+    secure_server: ServerProcess, admin: Docket
+) -> None:
+    names = admin.names
+    js = admin.connection.js
+    await js.delete_stream(names.stream)
+    await js.add_stream(  # pyright: ignore[reportUnknownMemberType]
+        api.StreamConfig(  # as a version before priorities made it
+            name=names.stream,
+            subjects=[names.sched_filter, names.run_filter],
+            retention=api.RetentionPolicy.WORK_QUEUE,
+            allow_msg_schedules=True,
+            allow_msg_ttl=True,
+        )
+    )
+    options = role_options("producer", Violations())
+    async with Docket(
+        NAME, url=url(secure_server, "producer"), connect_options=options
+    ) as producer:
+        with pytest.raises(RuntimeError, match="made before priorities"):
+            await producer.add(noted, priority=Priority.HIGH)(1)
+        normal = await producer.add(noted)(2)  # NORMAL keeps the old subject
+        assert normal.disposition.name == "SCHEDULED"
+    async with Docket(NAME, url=url(secure_server, "admin")):
+        pass  # the admin may update the stream: it adds the levels' subjects
+    async with Docket(
+        NAME, url=url(secure_server, "producer"), connect_options=options
+    ) as producer:
+        high = await producer.add(noted, priority=Priority.HIGH)(3)
+        assert high.disposition.name == "SCHEDULED"

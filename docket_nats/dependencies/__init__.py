@@ -25,6 +25,7 @@ from uncalled_for import (
     validate_dependencies,
 )
 
+from .._priority import Priority
 from ._admission import AdmissionBlocked
 from ._base import (
     CompletionHandler,
@@ -95,6 +96,7 @@ __all__ = [
     "FailureHandler",
     "ForcedRetry",
     "Perpetual",
+    "Priority",
     "RateLimit",
     "Retry",
     "Runtime",

@@ -47,7 +47,8 @@ def due_time(message: Msg) -> float | None:
 class EarlyHold(Actor):
     name = "early hold"
 
-    def __init__(self, slots: Slots, release: Callable[[Msg], None]) -> None:
+    def __init__(self, names: Names, slots: Slots, release: Callable[[Msg], None]) -> None:
+        self.names = names
         self.slots = slots
         self.release = release
         self._held: list[tuple[float, int, Msg]] = []
@@ -60,7 +61,8 @@ class EarlyHold(Actor):
         if due is None or due - time.time() < HOLD_THRESHOLD:
             self.release(message)
             return
-        self.slots.give_back()  # held, not running: let the puller fetch more
+        # Held, not running: let the puller fetch more.
+        self.slots.give_back(self.names.level_of(message.subject))
         heapq.heappush(self._held, (due, next(self._order), message))
         self._changed.set()
 
@@ -92,7 +94,7 @@ class EarlyHold(Actor):
             now = time.time()
             while self._held and self._held[0][0] - now < HOLD_THRESHOLD:
                 _, _, message = heapq.heappop(self._held)
-                self.slots.take()
+                self.slots.take(self.names.level_of(message.subject))
                 self.release(message)
             wait = self._held[0][0] - now if self._held else None
             self._changed.clear()

@@ -13,7 +13,7 @@ import asyncio
 import inspect
 import logging
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,6 +27,7 @@ from .._context import DocketContext
 from .._groups import MemberOutcome, claim_then, group_store, membership, report_member, then_of
 from .._metrics import registry as metrics
 from .._metrics import task_labels
+from .._priority import current_priority
 from .._run_log import log_finish, log_outcome, log_start
 from .._subjects import Names
 from .._types import ExecutionState, TaskOutcome
@@ -45,6 +46,7 @@ from ..dependencies._running import run_task
 from ..dependencies._shared import WorkerShared
 from ..execution import Execution, TaskFunction, UnknownTask, from_envelope
 from ._actors import Actor, cancel_until_done
+from ._mailbox import Mailbox
 from ._recorder import StateRecorder
 from ._refused_runs import settle_blocked
 from ._slots import Slots
@@ -100,8 +102,8 @@ class Executor(Actor):
         self.slots = slots
         self.recorder = StateRecorder(docket, settings.worker_name)  # state and results
         # Delivered messages wait here (prefetched) until one of `concurrency`
-        # run slots is free; a deque so the lease keeper can renew them too.
-        self._mailbox: deque[Msg] = deque()
+        # run slots is free, highest priority first; the lease keeper renews them too.
+        self._mailbox = Mailbox(docket.names)
         self._arrived = asyncio.Event()
         self._run_slots = asyncio.Semaphore(settings.concurrency)
         # Set on shutdown: a cancelled task is then handed back, not acked.
@@ -126,8 +128,9 @@ class Executor(Actor):
         """Hand back the messages that never started (the run loop is stopped):
         other workers run them now rather than after the grace."""
         while self._mailbox:
-            await hand_back(self._mailbox.popleft())
-            self.slots.give_back()
+            message = self._mailbox.pop()
+            await hand_back(message)
+            self.slots.give_back(self.names.level_of(message.subject))
 
     async def finish(self, grace: float) -> bool:
         """Let running tasks finish within `grace` seconds; hand back the rest.
@@ -172,7 +175,7 @@ class Executor(Actor):
             if not self._mailbox:  # handed back by a stop while we waited for a slot
                 self._run_slots.release()
                 continue
-            message = self._mailbox.popleft()
+            message = self._mailbox.pop()
             entry = Running(message)
             self._running[id(entry)] = entry
             entry.task = asyncio.create_task(self._process(entry))
@@ -185,16 +188,18 @@ class Executor(Actor):
         A held (prefetched, not started) message was purged from the stream by the
         cancel/replace, but this worker already has it: without this it would run.
         """
-        void = [
-            message
-            for message in self._mailbox
-            if Names.key_of(message.subject) == key
-            and (superseded_before is None or message.metadata.sequence.stream < superseded_before)
-        ]
         # Take them all out before the first await, so that nothing starts them.
+        void = self._mailbox.take_where(
+            lambda message: (
+                Names.key_of(message.subject) == key
+                and (
+                    superseded_before is None
+                    or message.metadata.sequence.stream < superseded_before
+                )
+            )
+        )
         for message in void:
-            self._mailbox.remove(message)
-            self.slots.give_back()
+            self.slots.give_back(self.names.level_of(message.subject))
         for message in void:
             await _quietly(message.ack())  # already purged: the ack only settles it
         found = bool(void)
@@ -220,8 +225,7 @@ class Executor(Actor):
         leases lapse). A run that has not ended within `grace` is reported."""
         dropped = len(self._mailbox)
         while self._mailbox:
-            self._mailbox.popleft()
-            self.slots.give_back()
+            self.slots.give_back(self.names.level_of(self._mailbox.pop().subject))
         entries = [entry for entry in self._running.values() if entry.task is not None]
         logger.error(
             "worker %s fencing itself: %s; cancelling %d running tasks and dropping %d "
@@ -272,6 +276,7 @@ class Executor(Actor):
             if execution is None:
                 return
             entry.execution = execution
+            current_priority.set(execution.priority)  # this run's own task: its context
             await self._run(entry, execution)
             await message.ack()
         except asyncio.CancelledError:
@@ -295,7 +300,7 @@ class Executor(Actor):
         finally:
             del self._running[id(entry)]
             self._run_slots.release()
-            self.slots.give_back()
+            self.slots.give_back(self.names.level_of(message.subject))
 
     async def _prepare(self, message: Msg) -> Execution | None:
         """Decode and resolve; park what can never run; None when nothing runs."""

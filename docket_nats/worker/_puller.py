@@ -6,6 +6,14 @@ pushed to it at once (no polling interval), and a busy worker asks for more as
 soon as enough slots free up. Server status messages say how many requested
 messages will not come (request expired, consumer changed); idle heartbeats
 prove the request is alive; after a reconnection or a silence the count is reset.
+
+Priorities: each level has its own consumer, and the puller keeps one standing
+request per level, each sized to that level's free slots (worker/_slots.py). A
+higher level's task is thus pushed at once even while a lower level's backlog
+fills the worker; the cost is that when several levels have work at the same
+moment the worker holds up to one capacity per level (the surplus waits in the
+mailbox, highest priority first, its leases renewed). Requests are answered at
+`<inbox>.<level>`: a status there names its level, a task by its own subject.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from .._subjects import PENDING_MESSAGES, STATUS, consumer_next_api
+from .._subjects import LEVELS, PENDING_MESSAGES, STATUS, Names, consumer_next_api
 from ._actors import Actor
 from ._slots import Slots
 
@@ -36,24 +44,28 @@ class Puller(Actor):
     def __init__(
         self,
         nc: Client,
-        stream: str,
-        consumer: str,
+        names: Names,
         slots: Slots,
         deliver: Callable[[Msg], None],
         refuse: Callable[[Msg], Awaitable[None]],
     ) -> None:
         self.nc = nc
-        self.subject = consumer_next_api(stream, consumer)
+        self.names = names
+        self.subjects = {
+            level: consumer_next_api(names.stream, names.level_consumer(level)) for level in LEVELS
+        }
         self.slots = slots
         self.deliver = deliver
         self.refuse = refuse
         # Ask again once this many slots are free and unrequested: one request per
         # quarter of the concurrency keeps request traffic low without starving.
         self.threshold = max(1, slots.capacity // 4)
-        self.requested = 0
+        # Messages asked for and not yet come, per priority level.
+        self.requested = dict.fromkeys(LEVELS, 0)
         self._stopped = False  # the worker is stopping
         self._paused = False  # the worker is fenced
-        self.last_heard = time.monotonic()
+        # Per level: another level's heartbeats must not hide a dead request.
+        self.last_heard = dict.fromkeys(LEVELS, time.monotonic())
         self._inbox = nc.new_inbox()
         self._new_inbox = False
         self._subscription: Subscription | None = None
@@ -85,7 +97,7 @@ class Puller(Actor):
 
     def connection_reset(self) -> None:
         """Pull requests do not survive a reconnection: ask afresh."""
-        self.requested = 0
+        self._forget_requests()
         self.slots.changed.set()
 
     async def connection_lost(self) -> None:
@@ -101,9 +113,13 @@ class Puller(Actor):
             await _quietly_unsubscribe(self._subscription)
         self.slots.changed.set()
 
+    def _forget_requests(self) -> None:
+        for level in LEVELS:
+            self.requested[level] = 0
+
     async def run(self) -> None:
         subscription = self._subscription = await self._subscribe()
-        self.requested = 0
+        self._forget_requests()
         try:
             while True:
                 if self._new_inbox:
@@ -111,7 +127,7 @@ class Puller(Actor):
                     await _quietly_unsubscribe(subscription)
                     self._inbox = self.nc.new_inbox()
                     subscription = self._subscription = await self._subscribe()
-                    self.requested = 0
+                    self._forget_requests()
                 await self._pull_if_needed()
                 # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a
                 # cancellation that races with the event being set.
@@ -129,55 +145,76 @@ class Puller(Actor):
 
     async def _subscribe(self) -> Subscription:
         return await self.nc.subscribe(  # pyright: ignore[reportUnknownMemberType]
-            self._inbox, cb=self._on_message
+            f"{self._inbox}.*", cb=self._on_message
         )
 
     async def _pull_if_needed(self) -> None:
         if not self.pulling or self.nc.is_reconnecting or self.nc.is_closed:
             return
-        wanted = self.slots.free - self.requested
-        if wanted <= 0 or (wanted < self.threshold and self.requested > 0):
-            return
-        request = {
-            "batch": wanted,
-            "expires": int(PULL_EXPIRES * 1e9),
-            "idle_heartbeat": int(IDLE_HEARTBEAT * 1e9),
-        }
-        if self.requested == 0:
-            self.last_heard = time.monotonic()
-        self.requested += wanted
-        await self.nc.publish(self.subject, json.dumps(request).encode(), reply=self._inbox)
+        for level in LEVELS:  # highest first: its request reaches the server first
+            requested = self.requested[level]
+            wanted = self.slots.free(level) - requested
+            if wanted <= 0 or (wanted < self.threshold and requested > 0):
+                continue
+            request = {
+                "batch": wanted,
+                "expires": int(PULL_EXPIRES * 1e9),
+                "idle_heartbeat": int(IDLE_HEARTBEAT * 1e9),
+            }
+            if requested == 0:
+                self.last_heard[level] = time.monotonic()
+            self.requested[level] = requested + wanted
+            await self.nc.publish(
+                self.subjects[level], json.dumps(request).encode(), reply=f"{self._inbox}.{level}"
+            )
 
     def _check_silence(self) -> None:
-        # Two missed heartbeats: the request died with a connection or a server.
-        if self.requested and time.monotonic() - self.last_heard > 2 * IDLE_HEARTBEAT:
-            logger.debug("pull request went silent; asking again")
-            self.requested = 0
+        # Two missed heartbeats: the request died with a connection or a server
+        # (or with its consumer's leader, the other levels' living on).
+        now = time.monotonic()
+        for level in LEVELS:
+            if self.requested[level] and now - self.last_heard[level] > 2 * IDLE_HEARTBEAT:
+                logger.debug("pull request went silent; asking again")
+                self.requested[level] = 0
 
     async def _on_message(self, msg: Msg) -> None:
-        self.last_heard = time.monotonic()
         headers = msg.headers
         status = headers.get(STATUS) if headers else None
-        if status is None:
-            self.requested = max(0, self.requested - 1)
+        if status is None:  # a task: it carries its own subject, naming its level
+            level = self.names.level_of(msg.subject)
+            self.last_heard[level] = time.monotonic()
+            self.requested[level] = max(0, self.requested[level] - 1)
             if self.pulling:
-                self.slots.take()
+                self.slots.take(level)
                 self.deliver(msg)
             else:
                 await self.refuse(msg)
             return
+        answered = _level_of_reply(msg.subject)  # a status comes to `<inbox>.<level>`
+        if answered is None:  # not an answer to one of our requests
+            return
+        level = answered
+        self.last_heard[level] = time.monotonic()
         if status == "100":  # idle heartbeat (or flow control): the request is alive
             return
         assert headers is not None
         pending = headers.get(PENDING_MESSAGES)
         if pending is not None:
             # The server says how many of our requested messages will not come.
-            self.requested = max(0, self.requested - int(pending))
+            self.requested[level] = max(0, self.requested[level] - int(pending))
         elif status in ("404", "408", "409"):
-            self.requested = 0
+            self.requested[level] = 0
         if status == "409":
             logger.debug("pull request ended by the server: %s", headers.get("Description"))
         self.slots.changed.set()
+
+
+_REPLY_LEVELS = {str(level): level for level in LEVELS}
+
+
+def _level_of_reply(subject: str) -> int | None:
+    """The level a reply to `<inbox>.<level>` answers (None: no level of ours)."""
+    return _REPLY_LEVELS.get(subject.rpartition(".")[2])
 
 
 async def _quietly_unsubscribe(subscription: Subscription) -> None:

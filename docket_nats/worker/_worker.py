@@ -25,7 +25,7 @@ from nats.aio.msg import Msg
 from nats.js import api
 
 from .. import _settings as settings
-from .._subjects import encode_key, kv_stream, kv_subject
+from .._subjects import LEVELS, encode_key, kv_stream, kv_subject
 from .._types import TaskInvocation
 from .._worker_registry import Heartbeat, heartbeat_bucket
 from ..dependencies._base import (
@@ -200,21 +200,24 @@ class Worker:
     async def _ensure_consumer(self) -> None:
         names = self.docket.names
         ack_wait = self.redelivery_timeout.total_seconds()
-        config = api.ConsumerConfig(
-            name=names.consumer,
-            durable_name=names.consumer,
-            filter_subject=names.run_filter,
-            ack_policy=api.AckPolicy.EXPLICIT,
-            deliver_policy=api.DeliverPolicy.ALL,
-            ack_wait=ack_wait,
-            max_deliver=-1,
-            max_ack_pending=MAX_ACK_PENDING,
-            max_waiting=4096,
-            num_replicas=self.docket.replicas,
-        )
         # Running workers renew by the new ack wait before it takes effect.
         await announce_ack_wait(self.docket.connection.nc, names.ack_wait_notice, ack_wait)
-        await self.docket.connection.js.add_consumer(names.stream, config)  # pyright: ignore[reportUnknownMemberType]
+        # One consumer per priority level (NORMAL's keeps the name it had before
+        # priorities, so a docket made by an older version carries on).
+        for level in LEVELS:
+            config = api.ConsumerConfig(
+                name=names.level_consumer(level),
+                durable_name=names.level_consumer(level),
+                filter_subject=names.level_filter(level),
+                ack_policy=api.AckPolicy.EXPLICIT,
+                deliver_policy=api.DeliverPolicy.ALL,
+                ack_wait=ack_wait,
+                max_deliver=-1,
+                max_ack_pending=MAX_ACK_PENDING,
+                max_waiting=4096,
+                num_replicas=self.docket.replicas,
+            )
+            await self.docket.connection.js.add_consumer(names.stream, config)  # pyright: ignore[reportUnknownMemberType]
 
     def _start_actors(self) -> None:
         if self._executor is not None:
@@ -243,11 +246,10 @@ class Worker:
             counted_keys=self._counted_keys,
         )
         executor = Executor(self.docket.context, settings, self.slots)
-        early_hold = EarlyHold(self.slots, release=executor.deliver)
+        early_hold = EarlyHold(self.docket.names, self.slots, release=executor.deliver)
         puller = Puller(
             connection.nc,
-            self.docket.names.stream,
-            self.docket.names.consumer,
+            self.docket.names,
             self.slots,
             deliver=early_hold.deliver,
             refuse=hand_back,
