@@ -210,9 +210,10 @@ def decode_rule(key: str, data: bytes) -> Rule:
                 for c in stored.conditions
             ),
         )
-    # A tagged value may fail in its constructor any way (int("x"), timedelta
-    # overflow, a missing item): whatever the bytes, one typed error.
-    except (msgspec.DecodeError, ValueError, TypeError, IndexError, OverflowError) as error:
+    # A tagged value may fail in its constructor in any way (int("x"), timedelta
+    # overflow, a missing item, uuid.UUID(0) raising AttributeError, a nesting
+    # deep enough for RecursionError): whatever the bytes, one typed error.
+    except Exception as error:
         raise UndecodableRule(f"not a strike rule: {error!r}") from error
 
 
