@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
@@ -11,6 +12,24 @@ import pytest
 
 from docket_nats import Docket, Worker
 from docket_nats._embedded import ServerProcess, free_port
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """Undo what a test's in-process CLI run did to the root logger.
+
+    The CLI calls `configure()`, which installs a handler on the root logger
+    writing to the sys.stdout of that moment: under CliRunner or pytest's
+    capture, a stream closed when the test ends. Left installed, every later
+    log line in the session fails to write and prints a "Logging error"
+    traceback (thousands of them, slowing the event loops of later tests).
+    """
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(handler)
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")
