@@ -137,11 +137,13 @@ async def test_piped_tables_are_plain_columns(
 
 async def test_a_bad_url_fails_with_one_clear_line() -> None:
     nobody = f"nats://127.0.0.1:{free_port()}"
-    for command in (
+    commands = (
         ["snapshot"], ["workers", "ls"], ["workers", "for-task", "trace"], ["strikes"],
         ["dead-letters"], ["clear"], ["tasks", "trace"], ["strike", "some_task"],
-    ):  # fmt: skip
-        code, _, err = await cli(*command, "--url", nobody)
+    )  # fmt: skip
+    # The processes run at once: each is mostly interpreter start-up.
+    results = await asyncio.gather(*(cli(*command, "--url", nobody) for command in commands))
+    for command, (code, _, err) in zip(commands, results, strict=True):
         assert code == 1, (command, err)
         assert err.splitlines() == [
             f"Error: cannot connect to NATS at {nobody} -- is nats-server running there? "
