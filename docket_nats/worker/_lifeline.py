@@ -125,12 +125,15 @@ class Lifeline:
             loop.close()
 
     async def _connect(self) -> Client:
-        return await nats.connect(  # pyright: ignore[reportUnknownMemberType]
-            **self.connect(),
-            name=f"docket-nats-lifeline:{self.worker_name}",
-            allow_reconnect=False,
-            connect_timeout=2,
-        )
+        # Ours win over the user's connect options of the same names (passed
+        # both ways they would be a TypeError): the thread must fail fast within
+        # a round, not reconnect for ever.
+        options = self.connect() | {
+            "name": f"docket-nats-lifeline:{self.worker_name}",
+            "allow_reconnect": False,
+            "connect_timeout": 2,
+        }
+        return await nats.connect(**options)  # pyright: ignore[reportUnknownMemberType]
 
     @staticmethod
     async def _renew(nc: Client, held: tuple[str, ...], ack_wait: float) -> None:
