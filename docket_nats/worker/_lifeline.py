@@ -128,7 +128,7 @@ class Lifeline:
         # Ours win over the user's connect options of the same names (passed
         # both ways they would be a TypeError): the thread must fail fast within
         # a round, not reconnect for ever.
-        options = self.connect() | {
+        options: dict[str, Any] = self.connect() | {
             "name": f"docket-nats-lifeline:{self.worker_name}",
             "allow_reconnect": False,
             "connect_timeout": 2,
