@@ -556,10 +556,7 @@ class Docket:
         letter = await read_dead_letter(self.context, key)
         if letter is None:
             raise LookupError(f"no dead letter with the key {key!r}")
-        execution = from_envelope(self.context, decode_envelope(letter.data))
-        execution.when = datetime.now(UTC)
-        execution.attempt = 1
-        await self._publish(execution, replace=False, check_strikes=True)
+        execution = await self._add_again(letter.data)
         if execution.disposition is Disposition.SCHEDULED:
             # Only the letter read (and older ones of the key): a worker that
             # still cannot run the task may have parked it again meanwhile.
@@ -583,11 +580,15 @@ class Docket:
         if record.call is None:
             why = record.call_problem or "its record has none"
             raise ValueError(f"the call of {key!r} was not kept: {why}")
-        execution = from_envelope(self.context, decode_envelope(record.call))
+        return await self._add_again(record.call)
+
+    async def _add_again(self, envelope: bytes) -> Execution:
+        """The retries' re-add: the call in `envelope`, due now, as its first
+        attempt, with add() semantics (a strike or a key already taken refuses it)."""
+        execution = from_envelope(self.context, decode_envelope(envelope))
         execution.when = datetime.now(UTC)
         execution.attempt = 1
-        await self._publish(execution, replace=False, check_strikes=True)
-        return execution
+        return await self._publish(execution, replace=False, check_strikes=True)
 
     async def purge_dead_letters(
         self, key: str | None = None, *, up_to_sequence: int | None = None
