@@ -211,8 +211,16 @@ def decode_rule(key: str, data: bytes) -> Rule:
             ),
         )
     # A tagged value may fail in its constructor any way (int("x"), timedelta
-    # overflow, a missing item): whatever the bytes, one typed error.
-    except (msgspec.DecodeError, ValueError, TypeError, IndexError, OverflowError) as error:
+    # overflow, a missing item, uuid.UUID(5) an AttributeError): whatever the
+    # bytes, one typed error.
+    except (
+        msgspec.DecodeError,
+        ValueError,
+        TypeError,
+        IndexError,
+        OverflowError,
+        AttributeError,
+    ) as error:
         raise UndecodableRule(f"not a strike rule: {error!r}") from error
 
 
