@@ -211,14 +211,18 @@ class Connection:
             raise RuntimeError("the Docket is not connected: use `async with Docket(...)`")
         return self._publisher.publish(subject, data, headers)
 
-    async def purge(self, stream: str, subject_filter: str) -> int:
-        """Remove the messages of `stream` on `subject_filter`; returns how many.
+    async def purge(self, stream: str, subject_filter: str, before: int | None = None) -> int:
+        """Remove the messages of `stream` on `subject_filter` (only those whose
+        sequence is below `before`, when given); returns how many.
 
         (nats-py's purge_stream answers only success; the count is in the reply.)
         """
+        request: dict[str, Any] = {"filter": subject_filter}
+        if before is not None:
+            request["seq"] = before  # the server's bound is exclusive
         response = await self.nc.request(
             stream_purge_api(stream),
-            json.dumps({"filter": subject_filter}).encode(),
+            json.dumps(request).encode(),
             timeout=self.request_timeout,
         )
         reply: dict[str, Any] = json.loads(response.data)

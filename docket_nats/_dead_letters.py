@@ -28,10 +28,16 @@ async def list_dead_letters(docket: DocketContext, limit: int | None = None) -> 
             )
         except NotFoundError:
             break
-        letters.append(decode_dead_letter(message.data or b""))
         assert message.seq is not None
+        letters.append(_letter(message.data, message.seq))
         sequence = message.seq + 1
     return letters
+
+
+def _letter(data: bytes | None, sequence: int) -> DeadLetter:
+    letter = decode_dead_letter(data or b"")
+    letter.sequence = sequence
+    return letter
 
 
 async def read_dead_letter(docket: DocketContext, key: str) -> DeadLetter | None:
@@ -42,11 +48,17 @@ async def read_dead_letter(docket: DocketContext, key: str) -> DeadLetter | None
         )
     except NotFoundError:
         return None
-    return decode_dead_letter(message.data or b"")
+    assert message.seq is not None
+    return _letter(message.data, message.seq)
 
 
-async def purge_dead_letters(docket: DocketContext, key: str | None = None) -> int:
-    """Remove the letters of `key` (every letter when None); returns how many."""
+async def purge_dead_letters(
+    docket: DocketContext, key: str | None = None, up_to_sequence: int | None = None
+) -> int:
+    """Remove the letters of `key` (every letter when None), only those up to
+    and including `up_to_sequence` when given (a `DeadLetter.sequence`: letters
+    parked after it was read stay); returns how many."""
     names = docket.names
     subject = names.dead_filter if key is None else names.dead(key)
-    return await docket.connection.purge(names.dead_stream, subject)
+    before = None if up_to_sequence is None else up_to_sequence + 1
+    return await docket.connection.purge(names.dead_stream, subject, before)

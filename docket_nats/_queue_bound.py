@@ -88,15 +88,13 @@ class QueueBound:
         loop = self._loop
         if loop is None:  # not connected: the publish itself says so
             return True
-        if self._reading is None and loop.time() - self._read_began > REFRESH_INTERVAL:
-            self._reading = loop.create_task(self._read(loop.time()))
+        self._read_if_stale(loop)
         if (
             self._messages + self._adds >= self.limits.max_queued_tasks
             or self._bytes + self._added_bytes + size > self.limits.max_queued_bytes
         ):
             return False
-        self._adds += 1
-        self._added_bytes += size
+        self._count_in(size)
         return True
 
     async def confirm(self, size: int) -> None:
@@ -104,9 +102,7 @@ class QueueBound:
         read is fresh) and count it in, or raise QueueFull."""
         # One read at most (READ_TIMEOUT): the one under way, else a new one
         # unless the last is fresh. A refusal comes within the second.
-        loop = asyncio.get_running_loop()
-        if self._reading is None and loop.time() - self._read_began > REFRESH_INTERVAL:
-            self._reading = loop.create_task(self._read(loop.time()))
+        self._read_if_stale(asyncio.get_running_loop())
         if self._reading is not None:
             await asyncio.shield(self._reading)
         messages = self._messages + self._adds
@@ -115,6 +111,15 @@ class QueueBound:
         stored = self._bytes + self._added_bytes
         if stored + size > self.limits.max_queued_bytes:
             raise QueueFull(self.stream, "max_queued_bytes", self.limits.max_queued_bytes, stored)
+        self._count_in(size)
+
+    def _read_if_stale(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start a read of the stream unless one is under way or the last is fresh."""
+        if self._reading is None and loop.time() - self._read_began > REFRESH_INTERVAL:
+            self._reading = loop.create_task(self._read(loop.time()))
+
+    def _count_in(self, size: int) -> None:
+        """An admitted add: counted until a read that began after it."""
         self._adds += 1
         self._added_bytes += size
 

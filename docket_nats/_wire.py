@@ -49,6 +49,9 @@ class DeadLetter(msgspec.Struct, kw_only=True, omit_defaults=True):
     parked_at: datetime
     worker: str | None = None
     data: bytes = b""
+    # Its sequence in the dead-letter stream: set when read, never stored (0
+    # until then). `purge_dead_letters(key, up_to_sequence=...)` takes it.
+    sequence: int = 0
 
 
 class UndecodableMessage(ValueError):

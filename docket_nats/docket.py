@@ -581,8 +581,9 @@ class Docket:
     async def retry_dead_letter(self, key: str) -> Execution:
         """Add the task parked under `key` again, with its original arguments, due
         now and as its first attempt (add() semantics: a strike or a key already
-        taken refuses it, see `disposition`); its letter is removed once the task
-        is back on the work stream.
+        taken refuses it, see `disposition`); the letter it read (and any older
+        one of the key) is removed once the task is back on the work stream, a
+        letter parked again meanwhile stays.
 
         Raises LookupError when no letter has that key, and UnknownTask,
         ArgumentError or UndecodableMessage when this process cannot rebuild the
@@ -591,12 +592,11 @@ class Docket:
         letter = await read_dead_letter(self.context, key)
         if letter is None:
             raise LookupError(f"no dead letter with the key {key!r}")
-        execution = from_envelope(self.context, decode_envelope(letter.data))
-        execution.when = datetime.now(UTC)
-        execution.attempt = 1
-        await self._publish(execution, replace=False, check_strikes=True)
+        execution = await self._add_again(letter.data)
         if execution.disposition is Disposition.SCHEDULED:
-            await purge_dead_letters(self.context, key)
+            # Only the letter read (and older ones of the key): a worker that
+            # still cannot run the task may have parked it again meanwhile.
+            await purge_dead_letters(self.context, key, up_to_sequence=letter.sequence)
         return execution
 
     async def retry_failed(self, key: str) -> Execution:
@@ -616,15 +616,26 @@ class Docket:
         if record.call is None:
             why = record.call_problem or "its record has none"
             raise ValueError(f"the call of {key!r} was not kept: {why}")
-        execution = from_envelope(self.context, decode_envelope(record.call))
+        return await self._add_again(record.call)
+
+    async def _add_again(self, envelope: bytes) -> Execution:
+        """The retries' re-add: the call in `envelope`, due now, as its first
+        attempt, with add() semantics (a strike or a key already taken refuses it)."""
+        execution = from_envelope(self.context, decode_envelope(envelope))
         execution.when = datetime.now(UTC)
         execution.attempt = 1
-        await self._publish(execution, replace=False, check_strikes=True)
-        return execution
+        return await self._publish(execution, replace=False, check_strikes=True)
 
-    async def purge_dead_letters(self, key: str | None = None) -> int:
-        """Remove the dead letters of `key` (all of them when None); returns how many."""
-        return await purge_dead_letters(self.context, key)
+    async def purge_dead_letters(
+        self, key: str | None = None, *, up_to_sequence: int | None = None
+    ) -> int:
+        """Remove the dead letters of `key` (all of them when None); returns how many.
+
+        With `up_to_sequence` (a `DeadLetter.sequence` from `dead_letters()`),
+        only the letters parked up to and including that one go: a caller that
+        showed a letter removes that one, not a newer letter parked since.
+        """
+        return await purge_dead_letters(self.context, key, up_to_sequence)
 
     # -- internals shared with the worker ----------------------------------------
 

@@ -16,7 +16,7 @@ import os
 from typing import Any
 
 import msgspec
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from docket_nats._execution_progress import ProgressRecord, decode_progress
@@ -138,6 +138,8 @@ def test_task_keys_in_subjects(token: str) -> None:
 
 @fuzz
 @given(payloads(["v", "function", "conditions"]) | rules)
+# Found by this test (uuid.UUID(5) raised AttributeError past decode_rule):
+@example(msgspec.msgpack.encode({"v": 1, "conditions": [["a", "==", ["uuid", 5]]]}))
 def test_strike_rules(data: bytes) -> None:
     try:
         rule = decode_rule("someone.else", data)

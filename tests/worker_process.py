@@ -239,7 +239,10 @@ async def spawn(log: Path, url: str, docket_name: str, *options: str) -> WorkerP
 
 
 async def serve(arguments: argparse.Namespace) -> None:
-    async with Docket(name=arguments.docket, url=arguments.url) as docket:
+    connect_options: dict[str, Any] = json.loads(arguments.connect_options)
+    async with Docket(
+        name=arguments.docket, url=arguments.url, connect_options=connect_options
+    ) as docket:
         for function in tasks:
             docket.register(function)
         options: dict[str, Any] = {}
@@ -273,6 +276,7 @@ def main() -> None:
     parser.add_argument("--shutdown-grace", type=float, default=5.0)
     parser.add_argument("--max-deliveries", type=int, default=None)
     parser.add_argument("--exit-after-publishing-a-callback", action="store_true")
+    parser.add_argument("--connect-options", default="{}", help="Docket(connect_options=...), JSON")
     arguments = parser.parse_args()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"

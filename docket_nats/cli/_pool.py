@@ -14,7 +14,7 @@ from `RESTART_FIRST` to `RESTART_CAP` and starts over once a child has stayed
 up `STAYED_UP`; forwards SIGTERM/SIGINT and kills what is still running
 `STOP_MARGIN` after the shutdown grace; and marks each dead child's live
 metrics dead in the shared prometheus-client directory. The children watch a
-pipe from it (`_lifeline`), so none outlives it.
+pipe from it (`_supervisor_pipe`), so none outlives it.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import typer
 from prometheus_client import multiprocess
 from typer.core import TyperOption
 
-from ._lifeline import Lifeline
+from ._supervisor_pipe import SupervisorPipe
 
 logger = logging.getLogger("docket_nats.cli")
 
@@ -144,7 +144,7 @@ class Pool:
         self.children: dict[int, asyncio.subprocess.Process] = {}
         self._stopping = asyncio.Event()
         self._signal = signal.SIGTERM
-        self._lifeline = Lifeline()
+        self._pipe = SupervisorPipe()
 
     def stop(self, signum: int = signal.SIGTERM) -> None:
         """Forward `signum` to every child, once (safe from a signal handler)."""
@@ -187,7 +187,7 @@ class Pool:
                 everyone.exception()  # raised above, from its slot
             for process in self.children.values():  # only on a failure of our own
                 _send(process, signal.SIGKILL)
-            self._lifeline.close()
+            self._pipe.close()
 
     def _stop_deadline(self) -> float | None:
         if not self._stopping.is_set():
@@ -232,8 +232,8 @@ class Pool:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "docket_nats", "worker", *arguments,
             stdin=asyncio.subprocess.DEVNULL,
-            env=child_environment(os.environ, self.metrics_directory, self._lifeline),
-            pass_fds=(self._lifeline.read_end,),
+            env=child_environment(os.environ, self.metrics_directory, self._pipe),
+            pass_fds=(self._pipe.read_end,),
         )  # fmt: skip
         self.children[index] = process
         logger.info("started worker process %d (%s)", process.pid, self._child_name(index))
@@ -243,12 +243,12 @@ class Pool:
 
 
 def child_environment(
-    environment: Mapping[str, str], metrics_directory: str | None, lifeline: Lifeline
+    environment: Mapping[str, str], metrics_directory: str | None, pipe: SupervisorPipe
 ) -> dict[str, str]:
     child = {key: value for key, value in environment.items() if key not in SUPERVISOR_VARIABLES}
     if metrics_directory is not None:
         child["PROMETHEUS_MULTIPROC_DIR"] = metrics_directory
-    return child | lifeline.environment()
+    return child | pipe.environment()
 
 
 def _send(process: asyncio.subprocess.Process, signum: int) -> None:

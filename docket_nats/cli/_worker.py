@@ -39,8 +39,8 @@ from ._common import (
     register_collections,
 )
 from ._healthcheck import serve_healthcheck
-from ._lifeline import SupervisorWatch
 from ._pool import Pool, PoolSettings, forwarded_arguments, resolve_processes
+from ._supervisor_pipe import SupervisorWatch
 
 logger = logging.getLogger("docket_nats.cli")
 

@@ -14,7 +14,7 @@ import contextvars
 import logging
 import os
 import socket
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AsyncExitStack
 from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
@@ -167,7 +167,8 @@ class Worker:
         self._puller: Puller | None = None
         self._executor: Executor | None = None
         self._early_hold: EarlyHold | None = None
-        self._forget_reconnect: Any = None
+        # Unsubscribes the puller from the connection's reconnect and disconnect events.
+        self._forget_connection_events: Callable[[], None] | None = None
         self._started_at = datetime.now(UTC)
 
     # -- lifecycle -------------------------------------------------------------
@@ -235,6 +236,17 @@ class Worker:
         current_worker_context.set(self.context)
 
     def _wire_actors(self) -> None:
+        executor, early_hold, puller = self._wire_intake()
+
+        def held() -> list[Msg]:
+            return [*executor.held(), *early_hold.held()]
+
+        self._wire_leases(held, executor, puller)
+        self._wire_listeners()
+
+    def _wire_intake(self) -> tuple[Executor, EarlyHold, Puller]:
+        """The path of a message: puller, early hold, executor (started), and the
+        puller's connection events."""
         connection = self.docket.connection
         settings = RunSettings(
             worker_name=self.name,
@@ -254,7 +266,7 @@ class Worker:
             deliver=early_hold.deliver,
             refuse=hand_back,
         )
-        self._executor, self._puller = executor, puller
+        self._executor, self._early_hold, self._puller = executor, early_hold, puller
         forget_reconnect = connection.on_reconnect(puller.connection_reset)
         forget_disconnect = connection.on_disconnect(puller.connection_lost)
 
@@ -262,22 +274,26 @@ class Worker:
             forget_reconnect()
             forget_disconnect()
 
-        self._forget_reconnect = forget_connection_events
-        self._early_hold = early_hold
+        self._forget_connection_events = forget_connection_events
         self._supervisor.start(executor)
         self._supervisor.start(early_hold)
         self._supervisor.start(puller)
+        return executor, early_hold, puller
+
+    def _wire_leases(
+        self, held: Callable[[], list[Msg]], executor: Executor, puller: Puller
+    ) -> None:
+        """What keeps the held messages' leases (the lease keeper, and the
+        lifeline while the loop is blocked) and fences the worker when they may
+        have lapsed."""
+        connection, names = self.docket.connection, self.docket.names
         contact = Contact()
-
-        def held() -> list[Msg]:
-            return [*executor.held(), *early_hold.held()]
-
         lease_keeper = LeaseKeeper(
             held,
             self.redelivery_timeout.total_seconds(),
             self._consumer_ack_wait,
-            (connection.nc, self.docket.names.ack_wait_notice),
-            (connection.nc, contact, self.docket.names.contact_probe),
+            (connection.nc, names.ack_wait_notice),
+            (connection.nc, contact, names.contact_probe),
         )
         self._supervisor.start(lease_keeper)
         self._supervisor.start(
@@ -287,6 +303,10 @@ class Worker:
             self.name, contact, lambda: lease_keeper.ack_wait, held, connection.standalone_options
         )
         self._supervisor.start(LoopWatch(self.docket.name, lifeline, executor.running_tasks))
+
+    def _wire_listeners(self) -> None:
+        """Cancel notices, automatic tasks and the heartbeat."""
+        connection = self.docket.connection
         self._supervisor.start(CancelListener(connection.nc, self.docket.names, self._cancel))
         if self.schedule_automatic_tasks:
             self._supervisor.start(AutomaticTasks(self.docket, automatic.RESEED_INTERVAL))
@@ -362,8 +382,8 @@ class Worker:
         interrupted = await executor.finish(self.shutdown_grace.total_seconds())
         await self._supervisor.stop()  # the lease keeper renewed the running ones until now
         await self._forget_heartbeat()
-        if self._forget_reconnect is not None:
-            self._forget_reconnect()
+        if self._forget_connection_events is not None:
+            self._forget_connection_events()
         self._executor = self._puller = self._early_hold = None
         # A fresh count for a later run_*: nothing is held any more.
         self.slots = Slots(self.slots.capacity)

@@ -7,6 +7,7 @@ same keeps its lease through the loop itself."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -35,8 +36,19 @@ def other_worker(docket: Docket) -> Worker:
     )
 
 
+@pytest.mark.parametrize(
+    "connect_options",
+    [
+        pytest.param({}, id="default-options"),
+        # Options the lifeline's own connection also sets: the user's used to
+        # collide with them (TypeError every round: no lease was ever renewed).
+        pytest.param(
+            {"connect_timeout": 3, "name": "x", "allow_reconnect": True}, id="user-options"
+        ),
+    ],
+)
 async def test_a_blocked_loop_keeps_its_leases_through_the_lifeline(
-    nats_url: str, docket_name: str, tmp_path: Path
+    nats_url: str, docket_name: str, tmp_path: Path, connect_options: dict[str, object]
 ) -> None:
     """Measured before the lifeline: the copy was redelivered to the other worker
     1.5 s into the 4 s block, and ran while the first still did; the fence then
@@ -50,6 +62,8 @@ async def test_a_blocked_loop_keeps_its_leases_through_the_lifeline(
             docket_name,
             "--redelivery-timeout",
             str(REDELIVERY),
+            "--connect-options",
+            json.dumps(connect_options),
         )
         try:
             await docket.add(worker_process.block, key="b")("b", BLOCK, blocked.pid)

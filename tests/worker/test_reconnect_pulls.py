@@ -88,5 +88,7 @@ async def test_a_reconnected_worker_runs_no_more_than_its_concurrency(
                 finally:
                     worker.stop()
                     await task
-    assert most <= CONCURRENCY
     assert max(held) <= CONCURRENCY, held
+    # (The executor caps the runs at the concurrency, so what can fail here is
+    # the other way: a slot lost with the old connection's request.)
+    assert most == CONCURRENCY  # every slot still used after the reconnection

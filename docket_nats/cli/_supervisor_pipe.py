@@ -2,7 +2,7 @@
 
 The supervisor opens a pipe, keeps its write end for as long as it lives and
 never writes to it; each child gets the read end (its number in
-`DOCKET_POOL_LIFELINE_FD`). When the supervisor exits, even by SIGKILL, the
+`DOCKET_POOL_SUPERVISOR_FD`). When the supervisor exits, even by SIGKILL, the
 kernel closes the write end and the child's end reads EOF: the child stops.
 
 Why a pipe: prctl(PR_SET_PDEATHSIG) is Linux only and reaches only a direct
@@ -20,10 +20,10 @@ from collections.abc import Callable
 
 logger = logging.getLogger("docket_nats.cli")
 
-LIFELINE_VARIABLE = "DOCKET_POOL_LIFELINE_FD"
+PIPE_VARIABLE = "DOCKET_POOL_SUPERVISOR_FD"
 
 
-class Lifeline:
+class SupervisorPipe:
     """The supervisor's side: the pipe, open while the pool runs."""
 
     def __init__(self) -> None:
@@ -32,7 +32,7 @@ class Lifeline:
         self.read_end, self._write_end = os.pipe()
 
     def environment(self) -> dict[str, str]:
-        return {LIFELINE_VARIABLE: str(self.read_end)}
+        return {PIPE_VARIABLE: str(self.read_end)}
 
     def close(self) -> None:
         os.close(self.read_end)
@@ -50,7 +50,7 @@ class SupervisorWatch:
     def from_environment(cls) -> SupervisorWatch | None:
         """The watch of a pool's child; None in a process started otherwise.
         The variable is taken out, so a process this one starts inherits nothing."""
-        text = os.environ.pop(LIFELINE_VARIABLE, None)
+        text = os.environ.pop(PIPE_VARIABLE, None)
         return None if not text else cls(int(text))
 
     def start(self, on_gone: Callable[[], None]) -> None:
