@@ -10,6 +10,7 @@ with the reason; an internal error hands the message back for redelivery.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 import time
@@ -104,8 +105,14 @@ class Executor(Actor):
         # Delivered messages wait here (prefetched) until one of `concurrency`
         # run slots is free, highest priority first; the lease keeper renews them too.
         self._mailbox = Mailbox(docket.names)
-        self._arrived = asyncio.Event()
-        self._run_slots = asyncio.Semaphore(settings.concurrency)
+        # Run slots free now; the run loop wakes when a message waits and one frees.
+        self._free_slots = settings.concurrency
+        self._wake = asyncio.Event()
+        # Only while the run loop runs: a stopping worker starts nothing new.
+        self._starting = False
+        # The run loop's context (current docket and worker), for every run it
+        # starts, including those started from a delivery in another actor's task.
+        self._context = contextvars.copy_context()
         # Set on shutdown: a cancelled task is then handed back, not acked.
         self._shutting_down = False
         self._running: dict[int, Running] = {}
@@ -163,22 +170,31 @@ class Executor(Actor):
     # -- the run loop --------------------------------------------------------------
 
     def deliver(self, message: Msg) -> None:
+        if self._starting and self._free_slots and not self._mailbox:
+            # Nothing waits ahead of it: start it now rather than a loop turn later
+            # (the run loop's wake-up was a measurable part of add → start).
+            self._start(message)
+            return
         self._mailbox.append(message)
-        self._arrived.set()
+        self._wake.set()
 
     async def run(self) -> None:
-        while True:
-            while not self._mailbox:
-                self._arrived.clear()
-                await self._arrived.wait()
-            await self._run_slots.acquire()
-            if not self._mailbox:  # handed back by a stop while we waited for a slot
-                self._run_slots.release()
-                continue
-            message = self._mailbox.pop()
-            entry = Running(message)
-            self._running[id(entry)] = entry
-            entry.task = asyncio.create_task(self._process(entry))
+        self._context = contextvars.copy_context()
+        self._starting = True
+        try:
+            while True:
+                while not (self._mailbox and self._free_slots):
+                    self._wake.clear()
+                    await self._wake.wait()
+                self._start(self._mailbox.pop())
+        finally:
+            self._starting = False
+
+    def _start(self, message: Msg) -> None:
+        self._free_slots -= 1
+        entry = Running(message)
+        self._running[id(entry)] = entry
+        entry.task = asyncio.create_task(self._process(entry), context=self._context.copy())
 
     async def cancel_key(self, key: str, superseded_before: int | None = None) -> bool:
         """docket.cancel (None): cancel the running task with this key and drop its
@@ -299,7 +315,8 @@ class Executor(Actor):
             await _quietly(message.nak(delay=RETRY_INTERNAL_ERROR_AFTER))
         finally:
             del self._running[id(entry)]
-            self._run_slots.release()
+            self._free_slots += 1
+            self._wake.set()
             self.slots.give_back(self.names.level_of(message.subject))
 
     async def _prepare(self, message: Msg) -> Execution | None:
