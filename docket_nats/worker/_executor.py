@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import inspect
 import logging
 import time
@@ -195,6 +196,12 @@ class Executor(Actor):
         entry = Running(message)
         self._running[id(entry)] = entry
         entry.task = asyncio.create_task(self._process(entry), context=self._context.copy())
+        # Freed by a callback, not in `_process`: a task cancelled before its
+        # first step (a fence right after it was created) never runs its body,
+        # so a `finally` there would leave the entry here forever, its lease
+        # renewed so it is never redelivered, and its run slot taken. Out of
+        # here, its unsettled message's lease lapses: redelivered.
+        entry.task.add_done_callback(functools.partial(self._forget, entry))
 
     async def cancel_key(self, key: str, superseded_before: int | None = None) -> bool:
         """docket.cancel (None): cancel the running task with this key and drop its
@@ -313,11 +320,13 @@ class Executor(Actor):
         except Exception:
             logger.exception("internal error while handling a task; handing it back")
             await _quietly(message.nak(delay=RETRY_INTERNAL_ERROR_AFTER))
-        finally:
-            del self._running[id(entry)]
-            self._free_slots += 1
-            self._wake.set()
-            self.slots.give_back(self.names.level_of(message.subject))
+
+    def _forget(self, entry: Running, _: asyncio.Task[None]) -> None:
+        """A run has ended, however (its task's done callback): free its place."""
+        del self._running[id(entry)]
+        self._free_slots += 1
+        self._wake.set()
+        self.slots.give_back(self.names.level_of(entry.message.subject))
 
     async def _prepare(self, message: Msg) -> Execution | None:
         """Decode and resolve; park what can never run; None when nothing runs."""

@@ -62,10 +62,14 @@ class Fence(Actor):
 
     async def _fence_until_contact(self, now: float, ack_wait: float) -> None:
         contact = self.contact
-        silent = now - contact.confirmed
+        # Counted from the last confirmed renewal of the oldest lease held, which the
+        # deadline is (not from the last answered round: a message that arrived after
+        # that round began is covered only by the round before, e.g. the last one
+        # answered before a reconnection).
+        silent = now - contact.lease_floor(self.held())
         reason = (
-            f"no round trip to the server answered for {silent:.2f}s (redelivery timeout "
-            f"{ack_wait:.3g}s): the leases of the tasks held here may lapse"
+            f"no round trip to the server answered for {silent:.2f}s since the oldest "
+            f"lease held here was renewed (redelivery timeout {ack_wait:.3g}s): it may lapse"
             if not contact.lapsed
             else "a round trip to the server was answered too late: a lease may have lapsed"
         )
