@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
+from .._dead_letters import read_dead_letter
 from .._queue_bound import QueueFull
 from .._strike_rules import Operator
 from ..cli._common import CommandError
@@ -99,7 +100,16 @@ retry_failed = _retry(lambda docket: docket.retry_failed)
 
 
 async def purge_dead_letters(docket: Docket, form: dict[str, str]) -> str:
+    """Purge every letter, or the letters of `key`: with `parked_at` (the newest
+    letter of the key the page showed), only if no letter was parked since."""
     key = form.get("key") or None
+    shown = form.get("parked_at")
+    if key is not None and shown:
+        newest = await read_dead_letter(docket.context, key)
+        if newest is None:
+            raise Refused(f"no dead letter {key} (already purged?)")
+        if newest.parked_at.isoformat() != shown:
+            raise Refused(f"a newer letter {key} was parked since the page was shown: reload")
     removed = await docket.purge_dead_letters(key)
     return f"purged {removed} dead letter{'' if removed == 1 else 's'}"
 

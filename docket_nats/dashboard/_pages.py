@@ -484,6 +484,9 @@ async def dead_letters(request: Request) -> HTMLResponse:
     dashboard = dashboard_of(request)
     root = root_of(request)
     letters = await dashboard.docket.dead_letters(limit=DEAD_LETTER_LIMIT)
+    # Purging a key removes its letters as of this page: the newest one's time
+    # goes with the form, so a letter parked since is not purged unseen.
+    newest = {letter.key: letter.parked_at.isoformat() for letter in letters}  # oldest first
     rows: list[list[str]] = []
     for letter in letters:
         buttons = ""
@@ -492,8 +495,8 @@ async def dead_letters(request: Request) -> HTMLResponse:
                 root, "retry-dead-letter", "Retry", f"Retry {letter.key} now?", "/dead-letters",
                 key=letter.key,
             ) + action(
-                root, "purge-dead-letters", "Purge", f"Purge the letter {letter.key}?",
-                "/dead-letters", key=letter.key,
+                root, "purge-dead-letters", "Purge", f"Purge the letters of {letter.key}?",
+                "/dead-letters", key=letter.key, parked_at=newest[letter.key],
             )  # fmt: skip
         rows.append(
             [

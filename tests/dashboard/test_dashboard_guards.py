@@ -6,6 +6,7 @@ refused by a full work stream."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -203,3 +204,32 @@ async def test_an_event_stream_listens_only_once_it_runs(docket: Docket) -> None
     assert first.startswith("data: ") and live.listeners == 1
     await body.aclose()
     assert live.listeners == 0
+
+
+def purge_button(page: str, key: str) -> dict[str, str]:
+    """The fields of the Purge button of `key`'s letters on the dead-letters page."""
+    for form in re.findall(r"<form[^>]*>.*?</form>", page, re.S):
+        if "/actions/purge-dead-letters" in form and f'name="key" value="{key}"' in form:
+            return form_fields(form, "/actions/purge-dead-letters")
+    raise AssertionError(f"no Purge button for {key}")
+
+
+async def test_purging_a_letter_spares_one_parked_after_the_page(
+    docket: Docket, nats_url: str, docket_name: str
+) -> None:
+    docket.register(greet)
+    await docket.add(greet, key="twice")("ann")
+    await park(nats_url, docket_name)
+    async with client_of(docket) as client:
+        shown = purge_button((await client.get("/dead-letters")).text, "twice")
+        assert shown["parked_at"]
+        await docket.add(greet, key="twice")("bob")  # parked after the page was shown
+        await park(nats_url, docket_name)
+        stale = await client.post("/actions/purge-dead-letters", data=shown, headers=SAME_ORIGIN)
+        assert stale.status_code == 409 and "newer letter twice" in stale.text
+        assert len(await docket.dead_letters()) == 2
+        fresh = purge_button((await client.get("/dead-letters")).text, "twice")
+        assert fresh["parked_at"] != shown["parked_at"]
+        done = await client.post("/actions/purge-dead-letters", data=fresh, headers=SAME_ORIGIN)
+        assert done.status_code == 200 and done.text == "purged 2 dead letters"
+    assert await docket.dead_letters() == []
