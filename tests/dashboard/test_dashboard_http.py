@@ -59,6 +59,13 @@ async def test_a_token_guards_every_page_and_action(docket: Docket) -> None:
         assert (await docket.get_execution("guarded")).state.value == "scheduled"  # type: ignore[union-attr]
         done = await client.post("/actions/cancel", data={"key": "guarded"}, headers=SAME_ORIGIN)
         assert done.status_code == 200
+    async with asyncio.timeout(5):
+        # cancel() publishes its CANCELLED record without waiting for the stream's
+        # ack: under load a read right after may not see it yet.
+        while True:
+            if await docket.get_execution("guarded") is not None:
+                break
+            await asyncio.sleep(0.01)
     assert (await docket.get_execution("guarded")).state.value == "cancelled"  # type: ignore[union-attr]
 
 
