@@ -24,8 +24,9 @@ def register(app: typer.Typer) -> None:
         help="Serve the web dashboard: counts, executions, schedule, workers, strikes and "
         "dead letters, live; with actions (cancel, run now, retry, strike) unless --read-only. "
         "Needs the 'dashboard' extra: pip install 'docket-nats[dashboard]'.",
-        epilog="Examples: docket-nats dashboard; docket-nats dashboard --host 0.0.0.0 "
-        "--token $(openssl rand -hex 16) --tasks myapp.tasks:tasks",
+        epilog="Examples: docket-nats dashboard; DOCKET_DASHBOARD_TOKEN=<secret> docket-nats "
+        "dashboard --host 10.0.0.5 --tasks myapp.tasks:tasks (the token from the environment, "
+        "not the command line, where ps shows it)",
     )(docket_command()(dashboard))
 
 
@@ -49,6 +50,17 @@ def dashboard(
             "?token= link sets); needed to bind anything but loopback",
         ),
     ] = None,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-host",
+            envvar="DOCKET_DASHBOARD_ALLOWED_HOSTS",
+            metavar="NAME",
+            help="a Host name the dashboard answers to besides localhost, 127.0.0.1, [::1] "
+            "and a non-loopback --host: a proxy's public name (repeatable; the variable "
+            "takes several, space-separated); any other Host is refused (DNS rebinding)",
+        ),
+    ] = None,
     tasks: Annotated[
         list[str] | None,
         typer.Option(
@@ -64,7 +76,7 @@ def dashboard(
         import uvicorn
 
         from ..dashboard import app
-        from ..dashboard._security import refusal_to_bind
+        from ..dashboard._security import is_loopback, refusal_to_bind
     except ImportError as error:
         raise CommandError(
             f"the dashboard needs its extra ({error})",
@@ -74,8 +86,9 @@ def dashboard(
     refusal = refusal_to_bind(host, token)
     if refusal is not None:
         raise CommandError(refusal)
-    asyncio.run(_serve(target, tasks or [], host, port, {"read_only": read_only, "token": token},
-                       uvicorn, app))  # fmt: skip
+    allowed = [*(allowed_host or []), *([] if is_loopback(host) else [host])]
+    options = {"read_only": read_only, "token": token, "allowed_hosts": allowed}
+    asyncio.run(_serve(target, tasks or [], host, port, options, uvicorn, app))
 
 
 async def _serve(

@@ -17,11 +17,13 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
+from .._dead_letters import read_dead_letter
+from .._queue_bound import QueueFull
 from .._strike_rules import Operator
 from ..cli._common import CommandError
 from ..cli._strikes import conditions_of
 from ..docket import Docket
-from ..execution import Disposition
+from ..execution import Disposition, Execution
 from ._security import local_path
 from ._state import dashboard_of, root_of
 
@@ -33,9 +35,15 @@ class Refused(Exception):
 
 
 async def form_of(request: Request) -> dict[str, str]:
-    body = await request.body()
-    if len(body) > FORM_LIMIT:
+    """The URL-encoded form, read no further than FORM_LIMIT bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > FORM_LIMIT:
         raise Refused("the form is too large")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > FORM_LIMIT:
+            raise Refused("the form is too large")
     fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
     return {name: values[-1] for name, values in fields.items()}
 
@@ -69,30 +77,39 @@ async def run_now(docket: Docket, form: dict[str, str]) -> str:
     return f"{key} runs now"
 
 
-async def retry_dead_letter(docket: Docket, form: dict[str, str]) -> str:
-    key = _key(form)
-    try:
-        execution = await docket.retry_dead_letter(key)
-    except (LookupError, ValueError) as error:  # unknown task, arguments, bytes
-        raise Refused(f"cannot retry {key}: {error}") from None
-    if execution.disposition is not Disposition.SCHEDULED:
-        raise Refused(f"{key} was not added again ({execution.disposition.value})")
-    return f"{key} added again"
+def _retry(
+    method: Callable[[Docket], Callable[[str], Awaitable[Execution]]],
+) -> Callable[[Docket, dict[str, str]], Awaitable[str]]:
+    """An action that adds a kept call again through one of the docket's retries."""
+
+    async def retry(docket: Docket, form: dict[str, str]) -> str:
+        key = _key(form)
+        try:
+            execution = await method(docket)(key)
+        except (LookupError, ValueError) as error:  # nothing to retry, no call, unknown task
+            raise Refused(f"cannot retry {key}: {error}") from None
+        if execution.disposition is not Disposition.SCHEDULED:
+            raise Refused(f"{key} was not added again ({execution.disposition.value})")
+        return f"{key} added again"
+
+    return retry
 
 
-async def retry_failed(docket: Docket, form: dict[str, str]) -> str:
-    key = _key(form)
-    try:
-        execution = await docket.retry_failed(key)
-    except (LookupError, ValueError) as error:  # not failed, no call kept, unknown task
-        raise Refused(f"cannot retry {key}: {error}") from None
-    if execution.disposition is not Disposition.SCHEDULED:
-        raise Refused(f"{key} was not added again ({execution.disposition.value})")
-    return f"{key} added again"
+retry_dead_letter = _retry(lambda docket: docket.retry_dead_letter)
+retry_failed = _retry(lambda docket: docket.retry_failed)
 
 
 async def purge_dead_letters(docket: Docket, form: dict[str, str]) -> str:
+    """Purge every letter, or the letters of `key`: with `parked_at` (the newest
+    letter of the key the page showed), only if no letter was parked since."""
     key = form.get("key") or None
+    shown = form.get("parked_at")
+    if key is not None and shown:
+        newest = await read_dead_letter(docket.context, key)
+        if newest is None:
+            raise Refused(f"no dead letter {key} (already purged?)")
+        if newest.parked_at.isoformat() != shown:
+            raise Refused(f"a newer letter {key} was parked since the page was shown: reload")
     removed = await docket.purge_dead_letters(key)
     return f"purged {removed} dead letter{'' if removed == 1 else 's'}"
 
@@ -161,13 +178,17 @@ async def perform(request: Request) -> Response:
     if handler is None:
         return PlainTextResponse(f"no action {name!r}", status_code=404)
     form: dict[str, str] = {}
-    refused = False
+    status = 200
     try:
         form = await form_of(request)
         message = await handler(dashboard.docket, form)
     except Refused as error:
-        message, refused = str(error), True
+        message, status = str(error), 409
+    except QueueFull as error:
+        message, status = f"not done, try again later: {error}", 503
+    except TimeoutError:  # nats-py's timeouts are TimeoutErrors too
+        message, status = "not done: NATS did not answer in time, try again", 503
     if "text/html" not in request.headers.get("accept", ""):
         # A script or a test, not a browser's form: the outcome as plain text.
-        return PlainTextResponse(message, status_code=409 if refused else 200)
+        return PlainTextResponse(message, status_code=status)
     return RedirectResponse(_back(request, form, message), status_code=303)

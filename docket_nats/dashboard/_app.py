@@ -1,20 +1,24 @@
 """`docket_nats.dashboard.app(docket)`: the dashboard as an ASGI app (Starlette).
 
-Run on its own (`docket-nats dashboard`) its lifespan starts the shared live
-view; mounted inside another app (whose router does not run a mounted app's
-lifespan) the view starts with the first request instead. The Docket is the
-caller's: open it before serving and close it after.
+Run on its own (`docket-nats dashboard`) its lifespan starts and stops the
+shared live view; mounted inside another app (whose router does not run a
+mounted app's lifespan) the view starts with the first request instead, and the
+host stops it with `await dashboard.aclose()` (or `async with dashboard:`).
+The Docket is the caller's: open it before serving and close it after.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 from urllib.parse import urlencode
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import (
     HTMLResponse,
@@ -33,12 +37,14 @@ from ._html import page, text
 from ._live import Live
 from ._security import (
     TOKEN_COOKIE,
+    HostGuard,
+    allowed_host_names,
     local_path,
     presented_token,
     same_origin,
     token_matches,
 )
-from ._state import Dashboard, dashboard_of, root_of
+from ._state import Dashboard, dashboard_of, here, root_of
 
 STATIC = Path(__file__).parent / "static"
 # An idle event stream sends a comment this often, so a closed page is noticed.
@@ -47,13 +53,40 @@ KEEPALIVE_SECONDS = 15.0
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
+class DashboardApp(Starlette):
+    """The dashboard's ASGI app; `aclose()` (or leaving `async with`) stops its
+    live view, for a host that mounts it (a mounted app's lifespan never runs)."""
+
+    async def aclose(self) -> None:
+        starter: _Starter = self.state.starter
+        await starter.stop()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
 def app(
-    docket: Docket, *, read_only: bool = False, token: str | None = None, refresh: float = 0.5
-) -> Starlette:
+    docket: Docket,
+    *,
+    read_only: bool = False,
+    token: str | None = None,
+    refresh: float = 0.5,
+    allowed_hosts: Iterable[str] = (),
+) -> DashboardApp:
     """The dashboard of an open `docket`: pages, live updates and (unless
     `read_only`) actions. With a `token`, every request must present it (see
     docs: the `X-Docket-Token` header, or the cookie set by /login or a
-    `?token=` link). `refresh`: seconds between two reads of the counts."""
+    `?token=` link). `refresh`: seconds between two reads of the counts.
+    `allowed_hosts`: the names (Host header) it answers to besides localhost,
+    127.0.0.1 and [::1]: a proxy's public name, a non-loopback bind."""
     dashboard = Dashboard(docket, Live(docket, refresh), read_only, token or None)
     starting = _Starter(dashboard.live)
 
@@ -62,7 +95,13 @@ def app(
             refusal = _check(request, dashboard)
             if refusal is not None:
                 return refusal
-            await starting.ensure()
+            try:
+                await starting.ensure()
+            except Exception as error:  # NATS away, the docket's streams missing
+                return PlainTextResponse(
+                    f"the dashboard cannot read the docket: {error or type(error).__name__}",
+                    status_code=503,
+                )
             return await endpoint(request)
 
         return checked
@@ -88,8 +127,10 @@ def app(
         Route("/login", login, methods=["GET", "POST"]),
         Mount("/static", StaticFiles(directory=STATIC)),
     ]
-    application = Starlette(routes=routes, lifespan=lifespan)
+    guard = Middleware(HostGuard, allowed=allowed_host_names(allowed_hosts))
+    application = DashboardApp(routes=routes, lifespan=lifespan, middleware=[guard])
     application.state.dashboard = dashboard
+    application.state.starter = starting
     return application
 
 
@@ -105,15 +146,22 @@ class _Starter:
         if self.started:
             return
         async with self.lock:
-            if not self.started:
+            if self.started:
+                return
+            try:
                 await self.live.start()
                 await self.live.count()
-                self.started = True
+            except BaseException:
+                # Nothing half-started stays behind: the next request starts afresh.
+                await self.live.stop()
+                raise
+            self.started = True
 
     async def stop(self) -> None:
-        if self.started:
-            await self.live.stop()
-            self.started = False
+        async with self.lock:
+            if self.started:
+                await self.live.stop()
+                self.started = False
 
 
 def _check(request: Request, dashboard: Dashboard) -> Response | None:
@@ -126,7 +174,7 @@ def _check(request: Request, dashboard: Dashboard) -> Response | None:
         if not token_matches(presented_token(request), dashboard.token):
             if posting:
                 return PlainTextResponse("the dashboard's token is required", status_code=403)
-            target = urlencode({"next": request.url.path})
+            target = urlencode({"next": here(request)})
             return RedirectResponse(f"{root_of(request)}/login?{target}", status_code=303)
     if posting:
         if dashboard.read_only:
@@ -194,9 +242,12 @@ async def events(request: Request) -> Response:
     """Server-sent events: the live summary whenever it changes (one view for all),
     with the executions of `?key=` (repeated) if the page names any."""
     live = dashboard_of(request).live
-    listening = live.listen(tuple(request.query_params.getlist("key")))
+    keys = tuple(request.query_params.getlist("key"))
 
     async def stream() -> AsyncIterator[str]:
+        # Listening starts with the stream: a client gone before it starts
+        # leaves no listener behind.
+        listening = live.listen(keys)
         try:
             while True:
                 try:

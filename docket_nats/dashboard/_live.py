@@ -28,7 +28,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -58,6 +58,10 @@ RECENT_ROWS = 12
 PAGE_BACKLOG = 4
 # The most keys one page may follow live (a page of executions is 50).
 WATCHED_KEYS = 100
+FINISHED = frozenset(
+    state.value
+    for state in (ExecutionState.COMPLETED, ExecutionState.FAILED, ExecutionState.CANCELLED)
+)
 
 
 @dataclass(slots=True)
@@ -142,6 +146,12 @@ class Live:
     # -- lifecycle ----------------------------------------------------------------
 
     async def start(self) -> None:
+        # A start after a stop (or a failed start) reads the bucket afresh.
+        self.rows.clear()
+        self.states.clear()
+        self._completions.clear()
+        self.progress.clear()
+        self.loaded.clear()
         names: Names = self.docket.names
         js = self.docket.connection.js
         states = await js.subscribe(  # pyright: ignore[reportUnknownMemberType]
@@ -174,6 +184,7 @@ class Live:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self._tasks.clear()
         for subscription in self._subscriptions:
             with contextlib.suppress(Exception):  # (connection already closed)
                 await subscription.unsubscribe()
@@ -281,6 +292,25 @@ class Live:
                 continue
             yield row
 
+    def forget_expired(self) -> None:
+        """Drop the finished rows whose record's TTL has passed: the bucket lets
+        them go without a delete marker, so the consumer never says so. Rows are
+        in order of last change, and a finished record's TTL starts at that
+        change, so the walk stops at the first finished row still kept."""
+        if self.docket.execution_ttl <= timedelta(0):
+            return
+        horizon = datetime.now(UTC) - self.docket.execution_ttl
+        expired: list[str] = []
+        for row in self.rows.values():
+            if row.state not in FINISHED:
+                continue
+            if row.completed_at is None or row.completed_at > horizon:
+                break
+            expired.append(row.key)
+        for key in expired:
+            row = self.rows.pop(key)
+            self.states[row.state] -= 1
+
     def functions(self) -> list[str]:
         return sorted({row.function for row in self.rows.values() if row.function})
 
@@ -303,6 +333,7 @@ class Live:
 
     async def count(self) -> None:
         """Take the counts once and tell the pages if anything changed."""
+        self.forget_expired()
         docket = self.docket
         snapshot, dead = await asyncio.gather(
             docket.snapshot(limit=0),

@@ -11,8 +11,8 @@ from __future__ import annotations
 import itertools
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
-import msgspec
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
@@ -30,7 +30,7 @@ from ._html import (
     table,
     text,
 )
-from ._state import Dashboard, dashboard_of, root_of
+from ._state import Dashboard, dashboard_of, here, root_of
 
 PAGE_SIZE = 50
 # The work stream is read one message at a time: listings of scheduled and
@@ -231,7 +231,7 @@ async def executions(request: Request) -> HTMLResponse:
             total = sum(1 for _ in live.matching(state or None, function or None, prefix or None))
         else:
             total = live.states[state] if state else len(live.rows)
-    back = str(request.url.path) + (f"?{request.url.query}" if request.url.query else "")
+    back = here(request)
     rows: list[list[str]] = []
     for row in shown:
         key = row["key"]
@@ -350,7 +350,7 @@ async def one_execution(request: Request) -> HTMLResponse:
         return _respond(request, "Execution", body)
     await execution.sync()
     state = execution.state.value
-    back = f"/execution?key={key}"
+    back = f"/execution?{urlencode({'key': key})}"
     # Live news of this key is shown once its record is newer than what was read here.
     revision = dashboard.live.revision(key)
 
@@ -466,31 +466,27 @@ async def strikes(request: Request) -> HTMLResponse:
     return _respond(request, "Strikes", body)
 
 
-def _payload(data: bytes) -> str:
+def _payload(dashboard: Dashboard, data: bytes) -> str:
+    """The parked call as the worker logs it (only `Logged` arguments shown); for
+    a task not registered here, whose signature says nothing of what may be
+    shown, only its name and how many arguments it has."""
     try:
         envelope = decode_envelope(data)
     except UndecodableMessage:
         return f"({len(data)} bytes that do not decode)"
-    args = ", ".join(_loose(value) for value in envelope.args)
-    kwargs = ", ".join(f"{name}={_loose(value)}" for name, value in envelope.kwargs.items())
-    return f"{envelope.function}({', '.join(part for part in (args, kwargs) if part)})"
-
-
-def _loose(value: Any) -> str:
-    """An argument as plain msgpack reads it, with no task signature to type it
-    (and never unpickled: a pickled value shows as its extension)."""
-    if isinstance(value, msgspec.Raw):
-        try:
-            value = msgspec.msgpack.decode(value)
-        except msgspec.DecodeError:
-            return "(undecodable)"
-    return repr(value)
+    if envelope.function in dashboard.docket.tasks:
+        return from_envelope(dashboard.docket.context, envelope, lenient=True).call_repr()
+    count = len(envelope.args) + len(envelope.kwargs)
+    return f"{envelope.function}({count} argument{'' if count == 1 else 's'}, not shown)"
 
 
 async def dead_letters(request: Request) -> HTMLResponse:
     dashboard = dashboard_of(request)
     root = root_of(request)
     letters = await dashboard.docket.dead_letters(limit=DEAD_LETTER_LIMIT)
+    # Purging a key removes its letters as of this page: the newest one's time
+    # goes with the form, so a letter parked since is not purged unseen.
+    newest = {letter.key: letter.parked_at.isoformat() for letter in letters}  # oldest first
     rows: list[list[str]] = []
     for letter in letters:
         buttons = ""
@@ -499,8 +495,8 @@ async def dead_letters(request: Request) -> HTMLResponse:
                 root, "retry-dead-letter", "Retry", f"Retry {letter.key} now?", "/dead-letters",
                 key=letter.key,
             ) + action(
-                root, "purge-dead-letters", "Purge", f"Purge the letter {letter.key}?",
-                "/dead-letters", key=letter.key,
+                root, "purge-dead-letters", "Purge", f"Purge the letters of {letter.key}?",
+                "/dead-letters", key=letter.key, parked_at=newest[letter.key],
             )  # fmt: skip
         rows.append(
             [
@@ -508,7 +504,7 @@ async def dead_letters(request: Request) -> HTMLResponse:
                 text(letter.key),
                 text(letter.function),
                 text(letter.reason),
-                f"<code>{text(_payload(letter.data))}</code>",
+                f"<code>{text(_payload(dashboard, letter.data))}</code>",
                 text(letter.worker),
                 buttons,
             ]

@@ -33,3 +33,14 @@ def root_of(request: Request) -> str:
     """Where the app is mounted ('' at the top): links stay inside it."""
     root: str = request.scope.get("root_path", "")
     return root.rstrip("/")
+
+
+def here(request: Request) -> str:
+    """This request's path inside the app, with its query: what a `next` field
+    carries (Starlette's `url.path` already includes the mount's root)."""
+    path = request.url.path
+    root = root_of(request)
+    if root and path.startswith(root):
+        path = path[len(root) :] or "/"
+    query = request.url.query
+    return path + (f"?{query}" if query else "")

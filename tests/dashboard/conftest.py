@@ -3,25 +3,51 @@ process of its own (`docket-nats dashboard`), and one headless chromium per modu
 
 from __future__ import annotations
 
+import html
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from docket_nats import Docket
 from docket_nats._embedded import free_port
 
 HERE = Path(__file__).resolve().parent
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 START_TIMEOUT = 30.0
+# What the in-process tests' client calls the dashboard (a loopback name: others are refused).
+BASE = "http://localhost"
+SAME_ORIGIN = {"Origin": BASE}
+
+
+@asynccontextmanager
+async def client_of(docket: Docket, **options: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client on the dashboard app of `docket` (its live view stopped after)."""
+    from docket_nats.dashboard import app
+
+    application = app(docket, **options)
+    transport = httpx.ASGITransport(app=application)
+    async with application, httpx.AsyncClient(transport=transport, base_url=BASE) as client:
+        yield client
+
+
+def form_fields(page: str, action: str) -> dict[str, str]:
+    """The hidden fields of the page's first form posting to `action`."""
+    found = re.search(rf'<form[^>]* action="{re.escape(action)}"[^>]*>(.*?)</form>', page, re.S)
+    assert found is not None, f"no form posting to {action}"
+    fields = re.findall(r'<input type="hidden" name="([^"]*)" value="([^"]*)">', found.group(1))
+    return {html.unescape(name): html.unescape(value) for name, value in fields}
 
 
 @contextmanager

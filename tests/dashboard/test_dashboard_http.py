@@ -9,13 +9,12 @@ import json
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import dashboard_tasks
 import httpx
-from conftest import serving
+from conftest import BASE, SAME_ORIGIN, client_of, form_fields, serving
 from dashboard_tasks import greet, refuse
 from starlette.applications import Starlette
 from starlette.routing import Mount
@@ -25,21 +24,7 @@ from docket_nats.dashboard import app
 from docket_nats.dashboard._live import Live
 from docket_nats.dashboard._security import TOKEN_COOKIE, refusal_to_bind
 
-BASE = "http://dashboard.test"
-SAME_ORIGIN = {"Origin": BASE}
 LATER = timedelta(hours=1)
-
-
-@asynccontextmanager
-async def client_of(docket: Docket, **options: Any) -> AsyncIterator[httpx.AsyncClient]:
-    """An httpx client on the dashboard app of `docket` (its live view stopped after)."""
-    application = app(docket, **options)
-    transport = httpx.ASGITransport(app=application)
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
-            yield client
-    finally:
-        await application.state.dashboard.live.stop()
 
 
 async def test_a_token_guards_every_page_and_action(docket: Docket) -> None:
@@ -74,6 +59,13 @@ async def test_a_token_guards_every_page_and_action(docket: Docket) -> None:
         assert (await docket.get_execution("guarded")).state.value == "scheduled"  # type: ignore[union-attr]
         done = await client.post("/actions/cancel", data={"key": "guarded"}, headers=SAME_ORIGIN)
         assert done.status_code == 200
+    async with asyncio.timeout(5):
+        # cancel() publishes its CANCELLED record without waiting for the stream's
+        # ack: under load a read right after may not see it yet.
+        while True:
+            if await docket.get_execution("guarded") is not None:
+                break
+            await asyncio.sleep(0.01)
     assert (await docket.get_execution("guarded")).state.value == "cancelled"  # type: ignore[union-attr]
 
 
@@ -99,8 +91,8 @@ async def test_read_only_refuses_every_action(docket: Docket) -> None:
     async with client_of(docket, read_only=True) as client:
         page = await client.get("/executions?state=scheduled")
         assert "kept" in page.text and '<form class="action"' not in page.text
-        for action in ("cancel", "run-now", "retry-dead-letter", "purge-dead-letters",
-                       "strike", "restore"):  # fmt: skip
+        for action in ("cancel", "run-now", "retry-dead-letter", "retry-failed",
+                       "purge-dead-letters", "strike", "restore"):  # fmt: skip
             response = await client.post(
                 f"/actions/{action}", data={"key": "kept", "task": "greet"}, headers=SAME_ORIGIN
             )
@@ -174,25 +166,47 @@ async def test_executions_are_filtered_and_paged_on_the_server(
 async def test_the_app_mounts_under_a_prefix(docket: Docket) -> None:
     docket.register(greet)
     await docket.add(greet, when=datetime.now(UTC) + LATER, key="mounted")("ann")
+    await docket.add(greet, when=datetime.now(UTC) + LATER, key="kept-1")("bob")
     inner = app(docket)
-    outer = Starlette(routes=[Mount("/docket", app=inner)])
+    guarded = app(docket, token="s3cret")
+    outer = Starlette(routes=[Mount("/docket", app=inner), Mount("/guarded", app=guarded)])
     transport = httpx.ASGITransport(app=outer)
-    try:
-        async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
-            page = await client.get("/docket/executions?state=scheduled")
-            assert page.status_code == 200
-            assert 'href="/docket/execution?key=mounted"' in page.text
-            assert 'src="/docket/static/dashboard.js"' in page.text
-            assert (await client.get("/docket/static/dashboard.js")).status_code == 200
-            done = await client.post(
-                "/docket/actions/cancel",
-                data={"key": "mounted", "next": "/executions"},
-                headers={**SAME_ORIGIN, "Accept": "text/html"},
-            )
-            assert done.status_code == 303
-            assert done.headers["location"].startswith("/docket/executions?message=cancelled")
-    finally:
-        await inner.state.dashboard.live.stop()
+    async with inner, guarded, httpx.AsyncClient(transport=transport, base_url=BASE) as client:
+        page = await client.get("/docket/executions?state=scheduled&prefix=mount")
+        assert page.status_code == 200
+        assert 'href="/docket/execution?key=mounted"' in page.text
+        assert 'src="/docket/static/dashboard.js"' in page.text
+        assert (await client.get("/docket/static/dashboard.js")).status_code == 200
+        # The executions page's own Cancel button, as a browser posts it.
+        fields = form_fields(page.text, "/docket/actions/cancel")
+        done = await client.post(
+            "/docket/actions/cancel", data=fields, headers={**SAME_ORIGIN, "Accept": "text/html"}
+        )
+        assert done.status_code == 303
+        location = done.headers["location"]
+        assert location.startswith("/docket/executions?state=scheduled&prefix=mount&message=")
+        back = await client.get(location)
+        assert back.status_code == 200 and "cancelled mounted" in back.text
+
+        # A login round trip keeps the page asked for, its query included.
+        asked = await client.get("/guarded/execution?key=kept-1")
+        assert asked.status_code == 303
+        assert asked.headers["location"] == "/guarded/login?next=%2Fexecution%3Fkey%3Dkept-1"
+        form = await client.get(asked.headers["location"])
+        fields = form_fields(form.text, "/guarded/login")
+        assert fields == {"next": "/execution?key=kept-1"}
+        logged_in = await client.post(
+            "/guarded/login", data={**fields, "token": "s3cret"}, headers=SAME_ORIGIN
+        )
+        assert logged_in.headers["location"] == "/guarded/execution?key=kept-1"
+        shown = await client.get(logged_in.headers["location"])
+        assert shown.status_code == 200 and "greet(...){kept-1}" in shown.text
+
+        # The host stops the mounted dashboard's live view: open streams end.
+        listening = inner.state.dashboard.live.listen()
+    async with asyncio.timeout(5):
+        while (await listening.queue.get()) is not None:
+            pass
 
 
 async def test_every_open_page_gets_the_same_live_summary(
@@ -247,8 +261,13 @@ async def test_a_running_execution_shows_its_progress_and_worker(
     try:
         async with asyncio.timeout(10):
             await dashboard_tasks.reported.wait()
-        async with client_of(docket) as client:
-            page = (await client.get("/execution?key=reporting")).text
+        async with client_of(docket) as client, asyncio.timeout(10):
+            page = ""
+            while True:  # the RUNNING record may lag the task's own event
+                page = (await client.get("/execution?key=reporting")).text
+                if "state state-running" in page:
+                    break
+                await asyncio.sleep(0.02)
         assert '<progress max="8" value="3">' in page
         assert "3 / 8 (38%) 3 &lt;pages&gt; done" in page
         assert "state state-running" in page
