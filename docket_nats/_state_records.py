@@ -171,7 +171,9 @@ async def record_cancelled(docket: DocketContext, key: str) -> None:
     # Sequence 0: the cancel purged the key, so any message the work stream holds
     # for it later is a newer add, which must win over this record.
     record = ExecutionRecord(state=ExecutionState.CANCELLED.value, completed_at=datetime.now(UTC))
-    await docket.connection.nc.publish(
+    # Awaiting the stream's ack: a read right after cancel() must see the record
+    # (a plain publish left get_execution() answering None for a moment).
+    await docket.connection.publish(
         state_subject(docket.names, key),
         encode_record(record),
         headers=ttl_header(docket.execution_ttl),

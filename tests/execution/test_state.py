@@ -308,3 +308,13 @@ async def test_a_crashed_workers_run_is_overwritten_by_its_redelivery(
         assert execution.state is ExecutionState.COMPLETED
         assert execution.worker == "survivor"
         assert execution.message is None  # the caller's copy; the worker's had num_delivered 2
+
+
+async def test_a_cancel_is_readable_as_soon_as_it_returns(docket: Docket) -> None:
+    """cancel() returns once its CANCELLED record is stored, not merely sent."""
+    later = datetime.now(UTC) + timedelta(hours=1)
+    keys = [(await docket.add(add_numbers, later)(1, n)).key for n in range(20)]
+    for key in keys:
+        await docket.cancel(key)
+        found = await docket.get_execution(key)
+        assert found is not None and found.state is ExecutionState.CANCELLED, key
