@@ -298,26 +298,37 @@ class Settings:
 
 
 async def run_worker(target: Target, settings: Settings, options: dict[str, Any]) -> None:
-    # In a pool, the worker stops when the supervisor is gone; before it runs,
-    # there is nothing to hand back: the start is cancelled.
-    supervisor = SupervisorWatch.from_environment()
+    # SIGTERM/SIGINT, or in a pool the supervisor's end, stop the worker; before
+    # it runs (connecting, creating consumers) there is nothing to hand back, so
+    # the start is cancelled. The handlers go in first: a signal in the start-up
+    # must not fall to the default action (killed, exit -15).
+    starting = asyncio.current_task()
+    assert starting is not None
     running: list[Worker] = []
+    stopped = False
+
+    def stop() -> None:
+        nonlocal stopped
+        stopped = True
+        if running:
+            running[0].stop()
+        else:
+            starting.cancel()
+
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop)
+    supervisor = SupervisorWatch.from_environment()
     if supervisor is not None:
-        starting = asyncio.current_task()
-        assert starting is not None
-
-        def supervisor_gone() -> None:
-            if running:
-                running[0].stop()
-            else:
-                starting.cancel()
-
-        supervisor.start(supervisor_gone)
+        supervisor.start(stop)
     try:
         await _run_worker(target, settings, options, running)
     except asyncio.CancelledError:
-        if supervisor is None or not supervisor.gone:
+        if not stopped:
             raise
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
 
 
 async def _run_worker(
@@ -331,9 +342,6 @@ async def _run_worker(
         register_collections(docket, settings.collections)
         async with Worker(docket, **options) as worker:
             running.append(worker)
-            loop = asyncio.get_running_loop()
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(signum, worker.stop)
             logger.info(
                 "worker %s running %d tasks on docket %r (%s)",
                 worker.name,

@@ -223,6 +223,35 @@ async def test_worker_serves_a_healthcheck_and_metrics_until_sigterm(
     assert process.returncode == 0, err.decode()
 
 
+def catches_sigterm(pid: int) -> bool:
+    """The process has a handler of its own for SIGTERM (Linux: SigCgt in /proc)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    (caught,) = re.findall(r"^SigCgt:\s*([0-9a-f]+)$", status, re.MULTILINE)
+    return bool(int(caught, 16) >> (signal.SIGTERM - 1) & 1)
+
+
+async def test_sigterm_while_the_worker_starts_is_a_clean_stop() -> None:
+    """No server answers, so the worker is still starting (connecting) when the
+    signal comes: it stops cleanly (0), not by the default action (-15)."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("DOCKET_")}
+    nobody = f"nats://127.0.0.1:{free_port()}"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "docket_nats", "worker", "--url", nobody,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=environment,
+    )  # fmt: skip
+    try:
+        for _ in range(300):  # until the handler is in (interpreter start-up first)
+            if catches_sigterm(process.pid):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail("the worker never installed a SIGTERM handler while starting")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(process.communicate(), timeout=30)
+    assert process.returncode == 0, err.decode()
+
+
 @pytest.mark.parametrize(
     ("arguments", "env", "status", "complaint"),
     [
